@@ -1,0 +1,69 @@
+//! The error type shared by every sampler in this crate.
+
+use candle_core::DType;
+
+/// Everything that can go wrong when building or running a [`Sampler`](crate::Sampler).
+///
+/// Parameter errors ([`InvalidParameter`](Self::InvalidParameter)) are reported at construction,
+/// so a bad configuration fails before generation starts. Logits errors are reported by
+/// [`Sampler::sample`](crate::Sampler::sample); no sampler in this crate panics on bad logits or
+/// returns a token it should not.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SamplingError {
+    /// A sampling parameter is out of its valid range.
+    #[error("invalid sampling parameter `{name}` = {value}: expected {expected}")]
+    InvalidParameter {
+        /// The parameter's name (`temperature`, `top_k`, `top_p`, `repetition_penalty`, ...).
+        name: &'static str,
+        /// The value that was given (`k` values are converted to `f64`).
+        value: f64,
+        /// The valid range, in words.
+        expected: &'static str,
+    },
+    /// The logits tensor holds no element.
+    #[error("logits are empty: the vocabulary must hold at least one token")]
+    EmptyLogits,
+    /// The logits tensor is neither `[vocab]` nor `[1, vocab]`.
+    #[error("logits must have shape [vocab] or [1, vocab], got {shape:?}")]
+    InvalidShape {
+        /// The shape that was given.
+        shape: Vec<usize>,
+    },
+    /// The logits tensor has an integer dtype.
+    #[error("logits must have a float dtype (f16, bf16, f32 or f64), got {0:?}")]
+    UnsupportedDType(DType),
+    /// A logit is NaN or `+inf` (after conversion to f32). `-inf` is valid: it masks a token.
+    #[error("logit at index {index} is {value}: NaN and +inf are not valid logits (use -inf to mask a token)")]
+    NonFiniteLogit {
+        /// Index of the first offending logit.
+        index: usize,
+        /// Its value (NaN or `+inf`).
+        value: f32,
+    },
+    /// Every logit is `-inf`: there is no token to draw.
+    #[error("every logit is -inf: no token can be sampled")]
+    AllMasked,
+    /// An error raised by candle (device transfer, dtype conversion, ...).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl SamplingError {
+    pub(crate) fn invalid(name: &'static str, value: f64, expected: &'static str) -> Self {
+        Self::InvalidParameter {
+            name,
+            value,
+            expected,
+        }
+    }
+}
+
+impl From<SamplingError> for candle_core::Error {
+    fn from(err: SamplingError) -> Self {
+        match err {
+            SamplingError::Candle(inner) => inner,
+            other => candle_core::Error::wrap(other),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Token sampling for [candle](https://github.com/huggingface/candle) models, behind one small,
+//! object-safe trait.
+//!
+//! Generation code holds a [`BoxSampler`] (a `Box<dyn Sampler>`) and asks it for the next token;
+//! which strategy draws that token is the caller's choice, made once at construction:
+//!
+//! * [`LogitsProcessorSampler`] wraps candle-transformers' `LogitsProcessor`: the same tokens for
+//!   the same seed, with every parameter and every logits vector validated.
+//! * [`RepetitionPenalty`] decorates any sampler with candle's repetition penalty.
+//! * [`SamplingConfig`] describes a sampler as plain data, with presets
+//!   ([`SamplingConfig::default`], [`greedy`](SamplingConfig::greedy),
+//!   [`creative`](SamplingConfig::creative)).
+//! * Your own type implements [`Sampler`] and plugs in anywhere the others do.
+//!
+//! # Quick start
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use kyutai_sampling::{BoxSampler, Sampler, SamplingConfig};
+//!
+//! let mut sampler: BoxSampler = SamplingConfig::default().build()?;
+//! let logits = Tensor::new(&[0.5f32, 3.0, 1.0, f32::NEG_INFINITY], &Device::Cpu)?;
+//! let mut history = Vec::new();
+//! for _ in 0..4 {
+//!     let token = sampler.sample(&logits, &history)?;
+//!     assert_ne!(token, 3, "-inf masks a token");
+//!     history.push(token);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Errors, not panics
+//!
+//! Parameters are checked when a sampler is built and logits every time one is sampled. Empty
+//! logits, a rank other than `[V]` or `[1, V]`, integer dtypes, NaN or `+inf` entries and
+//! all-`-inf` logits are [`SamplingError`]s, for every strategy including `ArgMax`. `-inf` is the
+//! mask value: a token whose logit is `-inf` is never returned. `SamplingError` converts into
+//! `candle_core::Error`, so `?` works inside candle code.
+//!
+//! # Reproducibility
+//!
+//! A seeded sampler replays its stream after [`Sampler::reset`]. The adapter inherits candle's
+//! generator, `rand::rngs::StdRng`, whose stream rand does not promise to keep across versions:
+//! the same seed gives the same tokens with the same `Cargo.lock`, not necessarily after an
+//! upgrade. candle's `GumbelSoftmax` ignores the seed altogether.
+#![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
+#![doc(test(attr(deny(warnings))))]
+
+mod config;
+mod error;
+mod logits;
+mod logits_processor;
+mod params;
+mod repetition_penalty;
+mod sampler;
+
+pub use candle_transformers::generation::Sampling;
+pub use config::SamplingConfig;
+pub use error::SamplingError;
+pub use logits::validate_logits;
+pub use logits_processor::LogitsProcessorSampler;
+pub use repetition_penalty::RepetitionPenalty;
+pub use sampler::{BoxSampler, Sampler, SamplerExt};

@@ -1,0 +1,188 @@
+//! Reading logits tensors into host memory, and the checks every sampler runs on them.
+
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+
+use crate::SamplingError;
+
+/// Checks the shape (`[V]` or `[1, V]`, `V >= 1`) and dtype (a float type) of `logits`, and
+/// returns the vocabulary size.
+pub(crate) fn check_tensor(logits: &Tensor) -> Result<usize, SamplingError> {
+    let dims = logits.dims();
+    let vocab = match dims {
+        [v] => *v,
+        [1, v] => *v,
+        _ => {
+            return Err(SamplingError::InvalidShape {
+                shape: dims.to_vec(),
+            })
+        }
+    };
+    if vocab == 0 {
+        return Err(SamplingError::EmptyLogits);
+    }
+    match logits.dtype() {
+        DType::F16 | DType::BF16 | DType::F32 | DType::F64 => Ok(vocab),
+        other => Err(SamplingError::UnsupportedDType(other)),
+    }
+}
+
+/// Returns `logits` as a rank-1 f32 tensor after checking its shape and dtype. A `[1, V]` input is
+/// squeezed, other float dtypes are converted (f32 input is shared, not copied).
+pub(crate) fn to_f32_vector(logits: &Tensor) -> Result<Tensor, SamplingError> {
+    let vocab = check_tensor(logits)?;
+    let logits = if logits.rank() == 2 {
+        logits.reshape(vocab)?
+    } else {
+        logits.clone()
+    };
+    Ok(logits.to_dtype(DType::F32)?)
+}
+
+/// Calls `f` on the values of a rank-1 f32 tensor. Contiguous CPU tensors are read in place; any
+/// other tensor is copied into `scratch` first (which keeps its capacity for the next call).
+pub(crate) fn with_f32_slice<R>(
+    logits: &Tensor,
+    scratch: &mut Vec<f32>,
+    f: impl FnOnce(&[f32]) -> Result<R, SamplingError>,
+) -> Result<R, SamplingError> {
+    debug_assert_eq!(logits.dtype(), DType::F32);
+    if matches!(logits.device(), Device::Cpu) {
+        let (storage, layout) = logits.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            if let Some(values) = data.get(start..end) {
+                return f(values);
+            }
+        }
+    }
+    scratch.clear();
+    scratch.extend(logits.flatten_all()?.to_vec1::<f32>()?);
+    f(scratch)
+}
+
+/// Copies the values of `logits` (any accepted shape and float dtype) into `out` as f32.
+pub(crate) fn copy_to_host(logits: &Tensor, out: &mut Vec<f32>) -> Result<(), SamplingError> {
+    let logits = to_f32_vector(logits)?;
+    let mut scratch = Vec::new();
+    with_f32_slice(&logits, &mut scratch, |values| {
+        out.clear();
+        out.extend_from_slice(values);
+        Ok(())
+    })
+}
+
+/// Checks that no logit is NaN or `+inf` and that at least one is not `-inf`.
+///
+/// The common case (every value valid) is one branch-free pass that the compiler vectorises;
+/// the offending index is only searched for when the pass finds a problem.
+pub fn validate_logits(logits: &[f32]) -> Result<(), SamplingError> {
+    if logits.is_empty() {
+        return Err(SamplingError::EmptyLogits);
+    }
+    const LANES: usize = 16;
+    let mut bad = [false; LANES];
+    let mut live = [false; LANES];
+    let mut chunks = logits.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for ((b, l), &x) in bad.iter_mut().zip(live.iter_mut()).zip(chunk) {
+            // `!(x < inf)` is true exactly for NaN and +inf.
+            *b |= !(x < f32::INFINITY);
+            *l |= x > f32::NEG_INFINITY;
+        }
+    }
+    for &x in chunks.remainder() {
+        bad[0] |= !(x < f32::INFINITY);
+        live[0] |= x > f32::NEG_INFINITY;
+    }
+    if bad.iter().any(|&b| b) {
+        if let Some((index, &value)) = logits
+            .iter()
+            .enumerate()
+            .find(|(_, x)| x.is_nan() || **x == f32::INFINITY)
+        {
+            return Err(SamplingError::NonFiniteLogit { index, value });
+        }
+    }
+    if !live.iter().any(|&l| l) {
+        return Err(SamplingError::AllMasked);
+    }
+    Ok(())
+}
+
+/// Index of the largest logit; the lowest index wins ties. The slice must have passed
+/// [`validate_logits`] (no NaN, at least one value above `-inf`).
+pub(crate) fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    let mut best_value = f32::NEG_INFINITY;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > best_value {
+            best = i;
+            best_value = x;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_reports_the_first_bad_index() {
+        let mut v = vec![0.0f32; 100];
+        v[37] = f32::NAN;
+        v[80] = f32::INFINITY;
+        match validate_logits(&v) {
+            Err(SamplingError::NonFiniteLogit { index, value }) => {
+                assert_eq!(index, 37);
+                assert!(value.is_nan());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        v[37] = 0.0;
+        assert!(matches!(
+            validate_logits(&v),
+            Err(SamplingError::NonFiniteLogit { index: 80, .. })
+        ));
+    }
+
+    #[test]
+    fn validation_in_the_remainder() {
+        // 17 elements: index 16 sits in the remainder of the 16-lane loop.
+        let mut v = vec![f32::NEG_INFINITY; 17];
+        assert!(matches!(
+            validate_logits(&v),
+            Err(SamplingError::AllMasked)
+        ));
+        v[16] = 1.0;
+        assert!(validate_logits(&v).is_ok());
+        v[16] = f32::NAN;
+        assert!(matches!(
+            validate_logits(&v),
+            Err(SamplingError::NonFiniteLogit { index: 16, .. })
+        ));
+    }
+
+    #[test]
+    fn argmax_takes_the_lowest_index_on_ties() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, -5.0]), 1);
+        assert_eq!(argmax(&[f32::MAX, f32::MAX]), 0);
+    }
+
+    #[test]
+    fn non_contiguous_and_2d_tensors_are_read_correctly() {
+        let t = Tensor::arange(0f32, 12., &Device::Cpu)
+            .unwrap()
+            .reshape((3, 4))
+            .unwrap();
+        let col = t.narrow(1, 1, 1).unwrap().flatten_all().unwrap(); // 1, 5, 9 (strided)
+        let mut out = Vec::new();
+        copy_to_host(&col, &mut out).unwrap();
+        assert_eq!(out, [1.0, 5.0, 9.0]);
+        let row = t.narrow(0, 2, 1).unwrap(); // [1, 4]
+        copy_to_host(&row, &mut out).unwrap();
+        assert_eq!(out, [8.0, 9.0, 10.0, 11.0]);
+    }
+}

@@ -1,0 +1,1 @@
+//! Examples and benches for the workspace.
