@@ -62,7 +62,8 @@ pub(crate) fn with_f32_slice<R>(
 }
 
 /// Copies the values of `logits` (any accepted shape and float dtype) into `out` as f32.
-pub(crate) fn copy_to_host(logits: &Tensor, out: &mut Vec<f32>) -> Result<(), SamplingError> {
+#[cfg(test)]
+fn copy_to_host(logits: &Tensor, out: &mut Vec<f32>) -> Result<(), SamplingError> {
     let logits = to_f32_vector(logits)?;
     let mut scratch = Vec::new();
     with_f32_slice(&logits, &mut scratch, |values| {

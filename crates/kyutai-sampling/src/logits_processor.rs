@@ -5,6 +5,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 use crate::logits::{argmax, to_f32_vector, validate_logits, with_f32_slice};
 use crate::params::{check_sampling, sampling_from_options};
+use crate::sampler::apply_edits;
 use crate::{Sampler, SamplingError};
 
 /// An adapter over candle-transformers' [`LogitsProcessor`]: for the same seed and the same
@@ -111,6 +112,21 @@ impl Sampler for LogitsProcessorSampler {
         }
         let tensor = Tensor::from_slice(logits, logits.len(), &Device::Cpu)?;
         self.draw(&tensor)
+    }
+
+    fn sample_edited(
+        &mut self,
+        logits: &[f32],
+        edits: &[(u32, f32)],
+        history: &[u32],
+    ) -> Result<u32, SamplingError> {
+        let mut copy = std::mem::take(&mut self.scratch);
+        copy.clear();
+        copy.extend_from_slice(logits);
+        apply_edits(&mut copy, edits);
+        let token = self.sample_slice(&copy, history);
+        self.scratch = copy;
+        token
     }
 
     fn reset(&mut self) {

@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use crate::logits::copy_to_host;
+use crate::logits::{to_f32_vector, with_f32_slice};
 use crate::params::check_penalty;
 use crate::{Sampler, SamplingError};
 
@@ -16,9 +16,9 @@ use crate::{Sampler, SamplingError};
 /// discourages repetition, one below 1 encourages it, and exactly 1.0 is an exact identity (the
 /// logits are handed to the inner sampler untouched).
 ///
-/// The penalty is applied to a host copy of the logits in O(vocab) for the copy plus O(context)
-/// for the penalty; the buffers are reused from call to call. The inner sampler receives the
-/// result through [`Sampler::sample_slice`].
+/// The decorator costs O(context): it reads the logits of the tokens in the window (in place for
+/// contiguous CPU f32 tensors) and hands the inner sampler the original logits plus the penalised
+/// values through [`Sampler::sample_edited`]. Its buffers are reused from call to call.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -37,8 +37,10 @@ pub struct RepetitionPenalty<S> {
     inner: S,
     penalty: f32,
     context_size: usize,
-    buffer: Vec<f32>,
-    window: Vec<u32>,
+    /// The distinct in-vocabulary ids of the window, then their penalised logits.
+    edits: Vec<(u32, f32)>,
+    /// Host copy of logits that cannot be read in place (other devices, strided views).
+    scratch: Vec<f32>,
 }
 
 impl<S: Sampler> RepetitionPenalty<S> {
@@ -53,8 +55,8 @@ impl<S: Sampler> RepetitionPenalty<S> {
             inner,
             penalty,
             context_size,
-            buffer: Vec::new(),
-            window: Vec::with_capacity(context_size.min(4096)),
+            edits: Vec::with_capacity(context_size.min(4096)),
+            scratch: Vec::new(),
         })
     }
 
@@ -86,28 +88,26 @@ impl<S: Sampler> RepetitionPenalty<S> {
     fn is_identity(&self, history: &[u32]) -> bool {
         self.penalty == 1.0 || self.context_size == 0 || history.is_empty()
     }
+}
 
-    /// Applies the penalty to `self.buffer` in place.
-    fn penalise(&mut self, history: &[u32]) {
-        let start = history.len().saturating_sub(self.context_size);
-        let vocab = self.buffer.len();
-        self.window.clear();
-        self.window.extend(
-            history[start..]
-                .iter()
-                .copied()
-                .filter(|&id| (id as usize) < vocab),
-        );
-        self.window.sort_unstable();
-        self.window.dedup();
-        for &id in &self.window {
-            let logit = &mut self.buffer[id as usize];
-            if *logit >= 0.0 {
-                *logit /= self.penalty;
-            } else {
-                *logit *= self.penalty;
-            }
-        }
+/// Fills `edits` with the penalised logit of each distinct in-vocabulary id of the window.
+fn penalise(edits: &mut Vec<(u32, f32)>, logits: &[f32], window: &[u32], penalty: f32) {
+    edits.clear();
+    edits.extend(
+        window
+            .iter()
+            .filter(|&&id| (id as usize) < logits.len())
+            .map(|&id| (id, 0.0)),
+    );
+    edits.sort_unstable_by_key(|&(id, _)| id);
+    edits.dedup_by_key(|&mut (id, _)| id);
+    for (id, value) in edits.iter_mut() {
+        let logit = logits[*id as usize];
+        *value = if logit >= 0.0 {
+            logit / penalty
+        } else {
+            logit * penalty
+        };
     }
 }
 
@@ -116,19 +116,22 @@ impl<S: Sampler> Sampler for RepetitionPenalty<S> {
         if self.is_identity(history) {
             return self.inner.sample(logits, history);
         }
-        copy_to_host(logits, &mut self.buffer)?;
-        self.penalise(history);
-        self.inner.sample_slice(&self.buffer, history)
+        let logits = to_f32_vector(logits)?;
+        let window = &history[history.len().saturating_sub(self.context_size)..];
+        let (inner, edits, penalty) = (&mut self.inner, &mut self.edits, self.penalty);
+        with_f32_slice(&logits, &mut self.scratch, |values| {
+            penalise(edits, values, window, penalty);
+            inner.sample_edited(values, edits, history)
+        })
     }
 
     fn sample_slice(&mut self, logits: &[f32], history: &[u32]) -> Result<u32, SamplingError> {
         if self.is_identity(history) {
             return self.inner.sample_slice(logits, history);
         }
-        self.buffer.clear();
-        self.buffer.extend_from_slice(logits);
-        self.penalise(history);
-        self.inner.sample_slice(&self.buffer, history)
+        let window = &history[history.len().saturating_sub(self.context_size)..];
+        penalise(&mut self.edits, logits, window, self.penalty);
+        self.inner.sample_edited(logits, &self.edits, history)
     }
 
     fn reset(&mut self) {

@@ -24,8 +24,11 @@ use crate::{RepetitionPenalty, SamplingError};
 /// Only [`sample`](Self::sample) is required. [`reset`](Self::reset) should restore the state the
 /// sampler had right after construction (a seeded sampler restarts its random stream).
 /// [`sample_slice`](Self::sample_slice) is the host-memory entry point used by decorators that have
-/// already copied and modified the logits, such as [`RepetitionPenalty`]; its default builds a CPU
-/// tensor and calls `sample`, so override it only to skip that copy.
+/// already read the logits into host memory; its default builds a CPU tensor and calls `sample`,
+/// so override it only to skip that copy. [`sample_edited`](Self::sample_edited) is the entry
+/// point of decorators that change a few logits, such as [`RepetitionPenalty`]: it receives the
+/// unmodified logits plus a short list of replacements, so an engine that reads logits in place
+/// can apply them without copying the whole vocabulary.
 ///
 /// ```
 /// use candle_core::Tensor;
@@ -67,6 +70,32 @@ pub trait Sampler: Send {
         let tensor = Tensor::from_slice(logits, logits.len(), &Device::Cpu)?;
         self.sample(&tensor, history)
     }
+
+    /// Next token from `logits` with a few entries replaced: `edits` holds `(token, new_logit)`
+    /// pairs, each token at most once and below `logits.len()`.
+    ///
+    /// The result is the token [`sample_slice`](Self::sample_slice) would draw from a copy of
+    /// `logits` with the edits applied, which is what the default implementation does (it
+    /// allocates that copy). Edited values are validated like any other logit.
+    fn sample_edited(
+        &mut self,
+        logits: &[f32],
+        edits: &[(u32, f32)],
+        history: &[u32],
+    ) -> Result<u32, SamplingError> {
+        let mut copy = logits.to_vec();
+        apply_edits(&mut copy, edits);
+        self.sample_slice(&copy, history)
+    }
+}
+
+/// Writes `edits` into `values`, ignoring tokens beyond its end.
+pub(crate) fn apply_edits(values: &mut [f32], edits: &[(u32, f32)]) {
+    for &(token, logit) in edits {
+        if let Some(slot) = values.get_mut(token as usize) {
+            *slot = logit;
+        }
+    }
 }
 
 impl<S: Sampler + ?Sized> Sampler for Box<S> {
@@ -82,6 +111,15 @@ impl<S: Sampler + ?Sized> Sampler for Box<S> {
     fn sample_slice(&mut self, logits: &[f32], history: &[u32]) -> Result<u32, SamplingError> {
         (**self).sample_slice(logits, history)
     }
+    #[inline]
+    fn sample_edited(
+        &mut self,
+        logits: &[f32],
+        edits: &[(u32, f32)],
+        history: &[u32],
+    ) -> Result<u32, SamplingError> {
+        (**self).sample_edited(logits, edits, history)
+    }
 }
 
 impl<S: Sampler + ?Sized> Sampler for &mut S {
@@ -96,6 +134,15 @@ impl<S: Sampler + ?Sized> Sampler for &mut S {
     #[inline]
     fn sample_slice(&mut self, logits: &[f32], history: &[u32]) -> Result<u32, SamplingError> {
         (**self).sample_slice(logits, history)
+    }
+    #[inline]
+    fn sample_edited(
+        &mut self,
+        logits: &[f32],
+        edits: &[(u32, f32)],
+        history: &[u32],
+    ) -> Result<u32, SamplingError> {
+        (**self).sample_edited(logits, edits, history)
     }
 }
 
