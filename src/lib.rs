@@ -1,1 +1,2 @@
-//! Examples and benches for the workspace.
+//! Examples and benchmarks for the `kyutai-sampling` workspace. This package is not published:
+//! the crates live under `crates/`.
