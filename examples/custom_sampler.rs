@@ -3,7 +3,10 @@
 //! Run with `cargo run --release --example custom_sampler`.
 
 use candle_core::{Device, Tensor};
-use kyutai_sampling::{BoxSampler, Sampler, SamplerExt, SamplingConfig, SamplingError};
+use kyutai_sampling::{
+    BoxSampler, LogitsProcessorSampler, Sampler, SamplerExt, Sampling, SamplingConfig,
+    SamplingError,
+};
 
 /// Picks the most likely token that has not been produced in the last `window` steps, falling
 /// back to the most likely token when every candidate has been used.
@@ -34,11 +37,16 @@ impl Sampler for AvoidRecent {
     }
 }
 
-/// A stand-in for a model: logits that depend on the previous token.
+/// A stand-in for a model that likes to repeat itself: the previous token scores 1.0, the one
+/// after it 0.5, the rest less the further away they are.
 fn toy_model(previous: Option<u32>, device: &Device) -> candle_core::Result<Tensor> {
-    let shift = previous.unwrap_or(0) as f32;
-    let values: Vec<f32> = (0..10)
-        .map(|i| -((i as f32 - shift - 1.0).abs()) / 2.0)
+    let previous = previous.unwrap_or(0) as i64;
+    let values: Vec<f32> = (0..10i64)
+        .map(|i| match i - previous {
+            0 => 1.0,
+            1 => 0.5,
+            d => -(d.abs() as f32) / 4.0,
+        })
         .collect();
     Tensor::new(values, device)
 }
@@ -57,6 +65,12 @@ fn generate(sampler: &mut dyn Sampler, steps: usize) -> Result<Vec<u32>, Samplin
 fn main() -> Result<(), SamplingError> {
     let mut samplers: Vec<(&str, BoxSampler)> = vec![
         ("greedy", SamplingConfig::greedy().build()?),
+        (
+            "greedy + penalty",
+            LogitsProcessorSampler::from_sampling(0, Sampling::ArgMax)?
+                .with_repetition_penalty(2.5, 4)?
+                .boxed(),
+        ),
         ("avoid-recent", AvoidRecent { window: 3 }.boxed()),
         (
             "avoid-recent + penalty",

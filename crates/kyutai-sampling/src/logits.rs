@@ -75,28 +75,37 @@ fn copy_to_host(logits: &Tensor, out: &mut Vec<f32>) -> Result<(), SamplingError
 
 /// Checks that no logit is NaN or `+inf` and that at least one is not `-inf`.
 ///
-/// The common case (every value valid) is one branch-free pass that the compiler vectorises;
-/// the offending index is only searched for when the pass finds a problem.
+/// Samplers run this on every call; custom [`Sampler`](crate::Sampler)s can use it to get the
+/// same errors. It costs about one vectorised read of the logits.
 pub fn validate_logits(logits: &[f32]) -> Result<(), SamplingError> {
+    max_logit(logits).map(|_| ())
+}
+
+/// Validates `logits` (see [`validate_logits`]) and returns the largest value, which is finite.
+///
+/// The common case is one branch-free pass over independent lanes that the compiler turns into
+/// SIMD max and compare instructions; the offending index is searched for only on failure.
+pub(crate) fn max_logit(logits: &[f32]) -> Result<f32, SamplingError> {
     if logits.is_empty() {
         return Err(SamplingError::EmptyLogits);
     }
     const LANES: usize = 16;
-    let mut bad = [false; LANES];
-    let mut live = [false; LANES];
+    let mut max = [f32::NEG_INFINITY; LANES];
+    let mut nan = [0u32; LANES];
     let mut chunks = logits.chunks_exact(LANES);
     for chunk in &mut chunks {
-        for ((b, l), &x) in bad.iter_mut().zip(live.iter_mut()).zip(chunk) {
-            // `!(x < inf)` is true exactly for NaN and +inf.
-            *b |= !(x < f32::INFINITY);
-            *l |= x > f32::NEG_INFINITY;
+        for ((m, n), &x) in max.iter_mut().zip(nan.iter_mut()).zip(chunk) {
+            // `x > m` is false for NaN, so NaN never becomes the maximum; it is counted instead.
+            *m = if x > *m { x } else { *m };
+            *n |= u32::from(x.is_nan());
         }
     }
     for &x in chunks.remainder() {
-        bad[0] |= !(x < f32::INFINITY);
-        live[0] |= x > f32::NEG_INFINITY;
+        max[0] = if x > max[0] { x } else { max[0] };
+        nan[0] |= u32::from(x.is_nan());
     }
-    if bad.iter().any(|&b| b) {
+    let max = max.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    if nan.iter().any(|&n| n != 0) || max == f32::INFINITY {
         if let Some((index, &value)) = logits
             .iter()
             .enumerate()
@@ -105,24 +114,25 @@ pub fn validate_logits(logits: &[f32]) -> Result<(), SamplingError> {
             return Err(SamplingError::NonFiniteLogit { index, value });
         }
     }
-    if !live.iter().any(|&l| l) {
+    if max == f32::NEG_INFINITY {
         return Err(SamplingError::AllMasked);
     }
-    Ok(())
+    Ok(max)
 }
 
-/// Index of the largest logit; the lowest index wins ties. The slice must have passed
-/// [`validate_logits`] (no NaN, at least one value above `-inf`).
-pub(crate) fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    let mut best_value = f32::NEG_INFINITY;
-    for (i, &x) in logits.iter().enumerate() {
-        if x > best_value {
-            best = i;
-            best_value = x;
+/// Validates `logits` and returns the index of the largest one; the lowest index wins ties.
+pub(crate) fn argmax(logits: &[f32]) -> Result<u32, SamplingError> {
+    let max = max_logit(logits)?;
+    // Find the first block holding `max` with a vectorisable test, then the index inside it.
+    // `max` is one of the values, so the search always succeeds.
+    const BLOCK: usize = 64;
+    for (b, block) in logits.chunks(BLOCK).enumerate() {
+        if block.iter().fold(false, |found, &x| found | (x == max)) {
+            let offset = block.iter().position(|&x| x == max).unwrap_or(0);
+            return Ok((b * BLOCK + offset) as u32);
         }
     }
-    best as u32
+    Ok(0)
 }
 
 #[cfg(test)]
@@ -167,9 +177,18 @@ mod tests {
 
     #[test]
     fn argmax_takes_the_lowest_index_on_ties() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
-        assert_eq!(argmax(&[f32::NEG_INFINITY, -5.0]), 1);
-        assert_eq!(argmax(&[f32::MAX, f32::MAX]), 0);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]).unwrap(), 1);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, -5.0]).unwrap(), 1);
+        assert_eq!(argmax(&[f32::MAX, f32::MAX]).unwrap(), 0);
+        let mut long = vec![0.0f32; 1000];
+        long[700] = 2.0;
+        long[333] = 2.0;
+        long[999] = 1.0;
+        assert_eq!(argmax(&long).unwrap(), 333);
+        assert!(matches!(
+            argmax(&[f32::NEG_INFINITY; 40]),
+            Err(SamplingError::AllMasked)
+        ));
     }
 
     #[test]

@@ -96,8 +96,11 @@ impl Sampler for LogitsProcessorSampler {
         let logits = to_f32_vector(logits)?;
         let greedy = matches!(self.sampling, Sampling::ArgMax);
         let token = with_f32_slice(&logits, &mut self.scratch, |values| {
-            validate_logits(values)?;
-            Ok(greedy.then(|| argmax(values)))
+            if greedy {
+                argmax(values).map(Some)
+            } else {
+                validate_logits(values).map(|()| None)
+            }
         })?;
         match token {
             Some(token) => Ok(token),
@@ -106,10 +109,10 @@ impl Sampler for LogitsProcessorSampler {
     }
 
     fn sample_slice(&mut self, logits: &[f32], _history: &[u32]) -> Result<u32, SamplingError> {
-        validate_logits(logits)?;
         if matches!(self.sampling, Sampling::ArgMax) {
-            return Ok(argmax(logits));
+            return argmax(logits);
         }
+        validate_logits(logits)?;
         let tensor = Tensor::from_slice(logits, logits.len(), &Device::Cpu)?;
         self.draw(&tensor)
     }

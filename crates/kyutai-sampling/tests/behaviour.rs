@@ -284,3 +284,35 @@ fn debug_output_names_the_strategy() {
     let text = format!("{s:?}");
     assert!(text.contains("TopK") && text.contains("seed: 5"), "{text}");
 }
+
+#[test]
+fn accessors_and_with_seed() {
+    let config = SamplingConfig::default().with_seed(9);
+    assert_eq!(config.seed, 9);
+    assert_eq!(
+        config.sampling,
+        SamplingConfig::default().sampling,
+        "with_seed changes only the seed"
+    );
+    let base = LogitsProcessorSampler::from_sampling(9, config.sampling.clone()).unwrap();
+    assert_eq!(base.seed(), 9);
+    let mut decorated = base.with_repetition_penalty(1.25, 12).unwrap();
+    assert_eq!(decorated.penalty(), 1.25);
+    assert_eq!(decorated.context_size(), 12);
+    assert_eq!(decorated.get_mut().seed(), 9);
+    // The same seed through the config and by hand gives the same stream.
+    let mut from_config = config.build().unwrap();
+    let mut by_hand = LogitsProcessorSampler::from_sampling(9, config.sampling.clone())
+        .unwrap()
+        .with_repetition_penalty(1.1, 64)
+        .unwrap();
+    assert_eq!(draw(&mut from_config, 100), draw(&mut by_hand, 100));
+}
+
+#[test]
+fn candle_errors_round_trip_unchanged() {
+    let original = candle_core::Error::Msg("device lost".into());
+    let wrapped = SamplingError::from(original);
+    let back: candle_core::Error = wrapped.into();
+    assert!(matches!(back, candle_core::Error::Msg(ref m) if m == "device lost"));
+}
