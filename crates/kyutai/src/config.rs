@@ -237,7 +237,10 @@ impl TransformerConfig {
         if self.d_model % self.num_heads != 0 {
             return Err(Error::config(
                 field("num_heads"),
-                format!("must divide d_model = {} (got {})", self.d_model, self.num_heads),
+                format!(
+                    "must divide d_model = {} (got {})",
+                    self.d_model, self.num_heads
+                ),
             ));
         }
         if self.num_layers == 0 {
@@ -251,7 +254,10 @@ impl TransformerConfig {
                 if self.head_dim() % 2 != 0 {
                     return Err(Error::config(
                         field("num_heads"),
-                        format!("rotary embeddings need an even head width, got {}", self.head_dim()),
+                        format!(
+                            "rotary embeddings need an even head width, got {}",
+                            self.head_dim()
+                        ),
                     ));
                 }
                 if self.max_period == 0 {
@@ -316,13 +322,19 @@ impl TransformerConfig {
                 if self.gating_hidden_dim() == 0 {
                     return Err(Error::config(
                         field("dim_feedforward"),
-                        format!("gives a gated hidden width of 0 (got {})", self.dim_feedforward),
+                        format!(
+                            "gives a gated hidden width of 0 (got {})",
+                            self.dim_feedforward
+                        ),
                     ));
                 }
             }
             None => {
                 if self.dim_feedforward == 0 {
-                    return Err(Error::config(field("dim_feedforward"), "must be at least 1"));
+                    return Err(Error::config(
+                        field("dim_feedforward"),
+                        "must be at least 1",
+                    ));
                 }
             }
         }
@@ -399,10 +411,16 @@ impl LmConfig {
             ("audio_vocab_size", self.audio_vocab_size, 2),
         ] {
             if value < min {
-                return Err(Error::config(name, format!("must be at least {min} (got {value})")));
+                return Err(Error::config(
+                    name,
+                    format!("must be at least {min} (got {value})"),
+                ));
             }
             if value > max_vocab {
-                return Err(Error::config(name, format!("must fit u32 token ids (got {value})")));
+                return Err(Error::config(
+                    name,
+                    format!("must fit u32 token ids (got {value})"),
+                ));
             }
         }
         if let Some(depformer) = &self.depformer {

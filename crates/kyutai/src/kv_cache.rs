@@ -154,19 +154,33 @@ impl KvCache {
             *steps = self.context;
         }
         let fits = self.k.as_ref().is_some_and(|k| {
-            k.dims() == shape.as_slice() && k.dtype() == like.dtype() && k.device().same_device(like.device())
+            k.dims() == shape.as_slice()
+                && k.dtype() == like.dtype()
+                && k.device().same_device(like.device())
         });
         if !fits {
             if self.seq_len > 0 {
-                let cached = self.k.as_ref().map(|k| k.dims().to_vec()).unwrap_or_default();
+                let cached = self
+                    .k
+                    .as_ref()
+                    .map(|k| k.dims().to_vec())
+                    .unwrap_or_default();
                 return Err(candle_core::Error::Msg(format!(
                     "kv-cache append of shape {:?} does not match the cached steps {cached:?}",
                     like.dims()
                 ))
                 .into());
             }
-            self.k = Some(Tensor::zeros(shape.as_slice(), like.dtype(), like.device())?);
-            self.v = Some(Tensor::zeros(shape.as_slice(), like.dtype(), like.device())?);
+            self.k = Some(Tensor::zeros(
+                shape.as_slice(),
+                like.dtype(),
+                like.device(),
+            )?);
+            self.v = Some(Tensor::zeros(
+                shape.as_slice(),
+                like.dtype(),
+                like.device(),
+            )?);
             self.owner = Arc::new(());
             return Ok(());
         }
@@ -214,14 +228,20 @@ mod tests {
                 let mut seen = 0;
                 for t in chunks {
                     let positions = cache.positions(t);
-                    let (k, v) = cache.append(&steps_from(seen, t), &steps_from(seen, t)).unwrap();
+                    let (k, v) = cache
+                        .append(&steps_from(seen, t), &steps_from(seen, t))
+                        .unwrap();
                     seen += t;
                     assert_eq!(values(&k), positions, "context {context}");
                     assert_eq!(values(&v), positions);
                     // The newest step is always present, and only the last `context` before the
                     // call can be (or all of the call's steps when t >= context).
                     assert!(positions.contains(&(seen - 1)));
-                    let oldest = if t >= context { seen - t } else { seen.saturating_sub(context) };
+                    let oldest = if t >= context {
+                        seen - t
+                    } else {
+                        seen.saturating_sub(context)
+                    };
                     let mut sorted = positions.clone();
                     sorted.sort_unstable();
                     assert_eq!(sorted, (oldest..seen).collect::<Vec<_>>());
@@ -243,9 +263,13 @@ mod tests {
         for t in [1, 2, 3, 1, 1, 5, 1, 2, 1, 1, 3] {
             let is_candle_edge_case = t == context && theirs.offset() != 0;
             let their_positions = theirs.positions(t);
-            let (their_k, _) = theirs.append(&steps_from(seen, t), &steps_from(seen, t)).unwrap();
+            let (their_k, _) = theirs
+                .append(&steps_from(seen, t), &steps_from(seen, t))
+                .unwrap();
             let our_positions = ours.positions(t);
-            let (our_k, _) = ours.append(&steps_from(seen, t), &steps_from(seen, t)).unwrap();
+            let (our_k, _) = ours
+                .append(&steps_from(seen, t), &steps_from(seen, t))
+                .unwrap();
             seen += t;
             assert_eq!(values(&our_k), values(&their_k), "after {seen} steps");
             if !is_candle_edge_case {
@@ -258,12 +282,18 @@ mod tests {
     fn clones_do_not_share_writes() {
         let mut original = KvCache::new(3);
         for p in 0..4 {
-            original.append(&steps_from(p, 1), &steps_from(p, 1)).unwrap();
+            original
+                .append(&steps_from(p, 1), &steps_from(p, 1))
+                .unwrap();
         }
         let mut copy = original.clone();
         // Diverge: the copy sees 100.., the original 4...
-        let (copy_k, _) = copy.append(&steps_from(100, 1), &steps_from(100, 1)).unwrap();
-        let (orig_k, _) = original.append(&steps_from(4, 1), &steps_from(4, 1)).unwrap();
+        let (copy_k, _) = copy
+            .append(&steps_from(100, 1), &steps_from(100, 1))
+            .unwrap();
+        let (orig_k, _) = original
+            .append(&steps_from(4, 1), &steps_from(4, 1))
+            .unwrap();
         let mut c = values(&copy_k);
         let mut o = values(&orig_k);
         c.sort_unstable();
@@ -271,8 +301,12 @@ mod tests {
         assert_eq!(c, vec![2, 3, 100]);
         assert_eq!(o, vec![2, 3, 4]);
         // And again, now that each owns its buffer.
-        let (copy_k, _) = copy.append(&steps_from(101, 1), &steps_from(101, 1)).unwrap();
-        let (orig_k, _) = original.append(&steps_from(5, 1), &steps_from(5, 1)).unwrap();
+        let (copy_k, _) = copy
+            .append(&steps_from(101, 1), &steps_from(101, 1))
+            .unwrap();
+        let (orig_k, _) = original
+            .append(&steps_from(5, 1), &steps_from(5, 1))
+            .unwrap();
         let mut c = values(&copy_k);
         let mut o = values(&orig_k);
         c.sort_unstable();

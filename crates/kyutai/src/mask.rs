@@ -101,7 +101,8 @@ mod tests {
 
     #[test]
     fn a_single_step_without_resets_needs_no_mask() {
-        let mask = attention_mask(&[5, 6, 7, 8], 8, 1, 4, &[0, 0], DType::F32, &Device::Cpu).unwrap();
+        let mask =
+            attention_mask(&[5, 6, 7, 8], 8, 1, 4, &[0, 0], DType::F32, &Device::Cpu).unwrap();
         assert!(mask.is_none());
     }
 

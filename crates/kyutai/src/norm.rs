@@ -21,26 +21,37 @@ impl Norm {
     pub(crate) fn load(d: usize, kind: NormType, src: &WeightSource) -> Result<Self> {
         match kind {
             NormType::RmsNorm => {
-                let alpha = src.get(&[1, 1, d], "alpha", TensorKind::NormScale)?.reshape(d)?;
+                let alpha = src
+                    .get(&[1, 1, d], "alpha", TensorKind::NormScale)?
+                    .reshape(d)?;
                 Ok(Self::Rms { alpha })
             }
             NormType::LayerNorm => {
                 // Kyutai's checkpoints store the scale as `alpha` `[1, 1, d]`, others as
                 // `weight` `[d]`; moshi accepts both.
                 let weight = if src.contains("alpha") {
-                    src.get(&[1, 1, d], "alpha", TensorKind::NormScale)?.reshape(d)?
+                    src.get(&[1, 1, d], "alpha", TensorKind::NormScale)?
+                        .reshape(d)?
                 } else {
                     src.get(&[d], "weight", TensorKind::NormScale)?
                 };
                 let bias = src.get(&[d], "bias", TensorKind::Weight)?;
-                Ok(Self::Layer(candle_nn::LayerNorm::new(weight, bias, LAYER_NORM_EPS)))
+                Ok(Self::Layer(candle_nn::LayerNorm::new(
+                    weight,
+                    bias,
+                    LAYER_NORM_EPS,
+                )))
             }
         }
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Rms { alpha } => Ok(candle_nn::ops::rms_norm(&xs.contiguous()?, alpha, RMS_NORM_EPS)?),
+            Self::Rms { alpha } => Ok(candle_nn::ops::rms_norm(
+                &xs.contiguous()?,
+                alpha,
+                RMS_NORM_EPS,
+            )?),
             Self::Layer(norm) => Ok(norm.forward(xs)?),
         }
     }
@@ -62,7 +73,13 @@ mod tests {
         let vb = source(HashMap::from([("alpha".to_string(), alpha)]));
         let norm = Norm::load(4, NormType::RmsNorm, &WeightSource::new(vb)).unwrap();
         let x = Tensor::new(&[[[1.0f32, -2.0, 3.0, 4.0]]], &Device::Cpu).unwrap();
-        let y = norm.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = norm
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let rms = ((1.0f32 + 4.0 + 9.0 + 16.0) / 4.0 + 1e-8).sqrt();
         let want = [1.0 / rms, -4.0 / rms, 1.5 / rms, 4.0 / rms];
         for (a, b) in y.iter().zip(want) {
@@ -85,8 +102,20 @@ mod tests {
         ]));
         let a = Norm::load(4, NormType::LayerNorm, &WeightSource::new(with_weight)).unwrap();
         let b = Norm::load(4, NormType::LayerNorm, &WeightSource::new(with_alpha)).unwrap();
-        let ya = a.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let yb = b.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ya = a
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let yb = b
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let mean = 3.0f32;
         let var = (4.0 + 1.0 + 0.0 + 9.0) / 4.0;
         let want: Vec<f32> = [1.0f32, 2.0, 3.0, 6.0]
@@ -94,7 +123,10 @@ mod tests {
             .map(|v| (v - mean) / (var + 1e-5f32).sqrt() * 2.0 + 0.5)
             .collect();
         for ((a, b), w) in ya.iter().zip(&yb).zip(want) {
-            assert!((a - w).abs() < 1e-5 && (b - w).abs() < 1e-5, "{a} {b} vs {w}");
+            assert!(
+                (a - w).abs() < 1e-5 && (b - w).abs() < 1e-5,
+                "{a} {b} vs {w}"
+            );
         }
     }
 }

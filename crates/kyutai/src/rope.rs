@@ -63,7 +63,12 @@ mod tests {
         let x = Tensor::from_vec(data.clone(), (1, heads, t, head_dim), &Device::Cpu).unwrap();
         let rope = RotaryEmbedding::new(head_dim, theta, &Device::Cpu).unwrap();
         let (cos, sin) = rope.tables(start, t).unwrap();
-        let y = apply_rope(&x, &cos, &sin).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = apply_rope(&x, &cos, &sin)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for h in 0..heads {
             for s in 0..t {
                 for i in 0..head_dim / 2 {
@@ -74,7 +79,11 @@ mod tests {
                     let want0 = x0 * angle.cos() - x1 * angle.sin();
                     let want1 = x0 * angle.sin() + x1 * angle.cos();
                     assert!((y[base] - want0).abs() < 1e-5, "{} vs {want0}", y[base]);
-                    assert!((y[base + 1] - want1).abs() < 1e-5, "{} vs {want1}", y[base + 1]);
+                    assert!(
+                        (y[base + 1] - want1).abs() < 1e-5,
+                        "{} vs {want1}",
+                        y[base + 1]
+                    );
                 }
             }
         }
@@ -84,17 +93,35 @@ mod tests {
     fn attention_scores_depend_only_on_relative_position() {
         let head_dim = 16;
         let rope = RotaryEmbedding::new(head_dim, 10_000.0, &Device::Cpu).unwrap();
-        let q = Tensor::from_vec(pseudo_random(head_dim, 1), (1, 1, 1, head_dim), &Device::Cpu).unwrap();
-        let k = Tensor::from_vec(pseudo_random(head_dim, 2), (1, 1, 1, head_dim), &Device::Cpu).unwrap();
+        let q = Tensor::from_vec(
+            pseudo_random(head_dim, 1),
+            (1, 1, 1, head_dim),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let k = Tensor::from_vec(
+            pseudo_random(head_dim, 2),
+            (1, 1, 1, head_dim),
+            &Device::Cpu,
+        )
+        .unwrap();
         let score = |qp: usize, kp: usize| {
             let (cq, sq) = rope.tables(qp, 1).unwrap();
             let (ck, sk) = rope.tables(kp, 1).unwrap();
             let q = apply_rope(&q, &cq, &sq).unwrap();
             let k = apply_rope(&k, &ck, &sk).unwrap();
-            (q * k).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+            (q * k)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
         };
         assert!((score(7, 3) - score(104, 100)).abs() < 1e-4);
-        assert!((score(7, 3) - score(7, 4)).abs() > 1e-3, "rotation must change the score");
+        assert!(
+            (score(7, 3) - score(7, 4)).abs() > 1e-3,
+            "rotation must change the score"
+        );
     }
 
     #[test]

@@ -57,7 +57,10 @@ impl Layer {
             .forward(&self.norm1.forward(xs)?, rope, mask, cache)?;
         let attn = scale(attn, self.layer_scale_1.as_ref())?;
         let xs = (xs + attn)?;
-        let ff = scale(self.mlp.forward(&self.norm2.forward(&xs)?)?, self.layer_scale_2.as_ref())?;
+        let ff = scale(
+            self.mlp.forward(&self.norm2.forward(&xs)?)?,
+            self.layer_scale_2.as_ref(),
+        )?;
         Ok((xs + ff)?)
     }
 }
@@ -154,7 +157,11 @@ impl TransformerWeights {
 
     pub(crate) fn new_state(&self) -> StreamingState {
         StreamingState {
-            caches: self.layers.iter().map(|_| KvCache::new(self.context)).collect(),
+            caches: self
+                .layers
+                .iter()
+                .map(|_| KvCache::new(self.context))
+                .collect(),
             last_reset_pos: Vec::new(),
         }
     }
@@ -207,10 +214,6 @@ impl TransformerWeights {
             .reshape((t, 1))?;
         let freqs = positions.broadcast_mul(&inv_freq)?;
         Ok(Tensor::cat(&[freqs.cos()?, freqs.sin()?], D::Minus1)?.to_dtype(like.dtype())?)
-    }
-
-    pub(crate) fn d_model(&self) -> usize {
-        self.d_model
     }
 }
 
@@ -322,7 +325,12 @@ impl Transformer {
 
 /// Checks that `xs` is `[batch, t, d]` with `batch, t >= 1` (and `t == 1` when `single_step`
 /// names the requirement).
-pub(crate) fn check_hidden(xs: &Tensor, name: &str, d: usize, single_step: Option<&str>) -> Result<()> {
+pub(crate) fn check_hidden(
+    xs: &Tensor,
+    name: &str,
+    d: usize,
+    single_step: Option<&str>,
+) -> Result<()> {
     let dims = xs.dims();
     let ok = matches!(dims, [b, t, dd] if *b >= 1 && *t >= 1 && *dd == d);
     if !ok {
@@ -332,11 +340,17 @@ pub(crate) fn check_hidden(xs: &Tensor, name: &str, d: usize, single_step: Optio
         ));
     }
     if !xs.dtype().is_float() {
-        return Err(Error::input(name, format!("must be a float tensor, got {:?}", xs.dtype())));
+        return Err(Error::input(
+            name,
+            format!("must be a float tensor, got {:?}", xs.dtype()),
+        ));
     }
     if let Some(why) = single_step {
         if dims.get(1) != Some(&1) {
-            return Err(Error::input(name, format!("must hold a single step ({why}), got {dims:?}")));
+            return Err(Error::input(
+                name,
+                format!("must hold a single step ({why}), got {dims:?}"),
+            ));
         }
     }
     Ok(())
@@ -392,7 +406,14 @@ mod tests {
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     #[test]
@@ -423,7 +444,11 @@ mod tests {
             let (mut ya, mut yb) = (None, None);
             for s in 0..11 {
                 let sa = xa.narrow(1, s, 1).unwrap();
-                let sb = if s >= shared_from { sa.clone() } else { xb.narrow(1, s, 1).unwrap() };
+                let sb = if s >= shared_from {
+                    sa.clone()
+                } else {
+                    xb.narrow(1, s, 1).unwrap()
+                };
                 ya = Some(a.forward(&sa).unwrap());
                 yb = Some(b.forward(&sb).unwrap());
             }
@@ -447,8 +472,9 @@ mod tests {
         let yc = c.forward(&next).unwrap();
         assert!(max_diff(&ya, &yb) < 1e-6);
         assert!(max_diff(&ya, &yc) < 1e-6);
-        // a diverges; c must not see a's new steps.
+        // a diverges by two steps; c, one step behind, must not see a's new steps.
         a.forward(&input(1, 7)).unwrap();
+        a.forward(&input(1, 9)).unwrap();
         let yc2 = c.forward(&input(1, 8)).unwrap();
         let mut d = random_transformer(&cfg, 3);
         d.forward(&input(3, 1)).unwrap();
@@ -489,14 +515,20 @@ mod tests {
         let cfg = small_config(4);
         let mut t = random_transformer(&cfg, 6);
         let wrong_width = Tensor::zeros((1, 1, 8), DType::F32, &Device::Cpu).unwrap();
-        assert!(matches!(t.forward(&wrong_width), Err(Error::InvalidInput { .. })));
+        assert!(matches!(
+            t.forward(&wrong_width),
+            Err(Error::InvalidInput { .. })
+        ));
         let rank2 = Tensor::zeros((1, 16), DType::F32, &Device::Cpu).unwrap();
         assert!(matches!(t.forward(&rank2), Err(Error::InvalidInput { .. })));
         let ints = Tensor::zeros((1, 1, 16), DType::U32, &Device::Cpu).unwrap();
         assert!(matches!(t.forward(&ints), Err(Error::InvalidInput { .. })));
         t.forward(&input(1, 0)).unwrap();
         let two_rows = Tensor::zeros((2, 1, 16), DType::F32, &Device::Cpu).unwrap();
-        assert!(matches!(t.forward(&two_rows), Err(Error::InvalidInput { .. })));
+        assert!(matches!(
+            t.forward(&two_rows),
+            Err(Error::InvalidInput { .. })
+        ));
         let other = random_transformer(&small_config(5), 6);
         assert!(t.copy_state(&other).is_err());
     }
@@ -531,12 +563,33 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_errors_name_the_full_tensor() {
+        let cfg = small_config(4);
+        let vb = VarBuilder::from_tensors(Default::default(), DType::F32, &Device::Cpu);
+        match Transformer::new(&cfg, vb.pp("depformer").pp(3).pp("transformer")) {
+            Err(Error::MissingTensor { name, expected }) => {
+                assert!(
+                    name.starts_with("depformer.3.transformer.layers.0."),
+                    "{name}"
+                );
+                assert!(!expected.is_empty());
+            }
+            other => panic!("expected MissingTensor, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn sinusoidal_embedding_follows_moshi_formula() {
         let mut cfg = small_config(4);
         cfg.positional_embedding = PositionalEmbedding::Sin;
+        cfg.max_period = 10_000;
         let weights = random_transformer(&cfg, 8).weights;
         let like = Tensor::zeros((1, 1, 16), DType::F32, &Device::Cpu).unwrap();
-        let emb = weights.sin_embedding(3, 2, &like).unwrap().to_vec2::<f32>().unwrap();
+        let emb = weights
+            .sin_embedding(3, 2, &like)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let half = 8;
         for (row, p) in emb.iter().zip([3f32, 4.0]) {
             for i in 0..half {

@@ -52,11 +52,14 @@ enum Backend<'a> {
 pub(crate) struct WeightSource<'a> {
     backend: Backend<'a>,
     path: Vec<String>,
+    /// The `VarBuilder`'s own prefix, for error messages.
+    root: String,
 }
 
 impl<'a> WeightSource<'a> {
     pub(crate) fn new(vb: VarBuilder<'a>) -> Self {
         Self {
+            root: vb.prefix(),
             backend: Backend::Load(vb),
             path: Vec::new(),
         }
@@ -71,6 +74,7 @@ impl<'a> WeightSource<'a> {
                 device: device.clone(),
             },
             path: Vec::new(),
+            root: String::new(),
         };
         (source, specs)
     }
@@ -82,6 +86,7 @@ impl<'a> WeightSource<'a> {
         Self {
             backend: self.backend.clone(),
             path,
+            root: self.root.clone(),
         }
     }
 
@@ -103,6 +108,15 @@ impl<'a> WeightSource<'a> {
         let mut parts = self.path.clone();
         parts.push(name.to_string());
         parts.join(".")
+    }
+
+    /// The name as the checkpoint knows it: with the `VarBuilder`'s prefix.
+    fn checkpoint_name(&self, full: &str) -> String {
+        if self.root.is_empty() {
+            full.to_string()
+        } else {
+            format!("{}.{full}", self.root)
+        }
     }
 
     /// Whether the checkpoint holds `name` (always `false` when recording).
@@ -140,13 +154,13 @@ impl<'a> WeightSource<'a> {
                 } else {
                     // Backends that create tensors on demand (a `VarMap`) succeed here.
                     vb.get(shape, &full).map_err(|_| Error::MissingTensor {
-                        name: full.clone(),
+                        name: self.checkpoint_name(&full),
                         expected: shape.to_vec(),
                     })?
                 };
                 if tensor.dims() != shape {
                     return Err(Error::TensorShape {
-                        name: full,
+                        name: self.checkpoint_name(&full),
                         expected: shape.to_vec(),
                         found: tensor.dims().to_vec(),
                     });
