@@ -22,7 +22,7 @@ use crate::{Sampler, SamplingError};
 /// candle draws from `rand::rngs::StdRng`, which rand documents as *not* portable: a later rand
 /// release may change the stream for the same seed. Streams are therefore reproducible for a fixed
 /// `Cargo.lock` and platform, not across dependency upgrades; use
-/// the native engine (its own issue) for streams pinned by this crate.
+/// [`NativeSampler`](crate::NativeSampler) for streams pinned by this crate.
 ///
 /// `Sampling::GumbelSoftmax` is the exception: candle draws its noise from the device's own,
 /// unseeded generator, so the seed does not control it and two samplers built alike give
@@ -72,8 +72,23 @@ impl LogitsProcessorSampler {
     ///
     /// A NaN or `+inf` temperature, or a `top_p` outside `(0, 1]` (checked even when the
     /// temperature makes the sampler greedy).
-    pub fn new(seed: u64, temperature: Option<f64>, top_p: Option<f64>) -> Result<Self, SamplingError> {
+    pub fn new(
+        seed: u64,
+        temperature: Option<f64>,
+        top_p: Option<f64>,
+    ) -> Result<Self, SamplingError> {
         Self::from_sampling(seed, sampling_from_options(temperature, top_p)?)
+    }
+
+    /// A greedy sampler (`Sampling::ArgMax`): the largest logit, the lowest index on ties. It
+    /// draws no random numbers, so it needs no seed and cannot fail to build.
+    pub fn greedy() -> Self {
+        Self {
+            seed: 0,
+            processor: LogitsProcessor::from_sampling(0, Sampling::ArgMax),
+            sampling: Sampling::ArgMax,
+            scratch: Vec::new(),
+        }
     }
 
     /// The strategy this sampler draws with.

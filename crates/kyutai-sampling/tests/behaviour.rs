@@ -316,3 +316,24 @@ fn candle_errors_round_trip_unchanged() {
     let back: candle_core::Error = wrapped.into();
     assert!(matches!(back, candle_core::Error::Msg(ref m) if m == "device lost"));
 }
+
+#[test]
+fn greedy_constructor_is_argmax() {
+    let mut greedy = LogitsProcessorSampler::greedy();
+    assert_eq!(greedy.sampling(), &Sampling::ArgMax);
+    for step in 0..50 {
+        let values = random_logits(step, 300, 3.0);
+        let expected = values
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 {
+                    (i, v)
+                } else {
+                    best
+                }
+            })
+            .0 as u32;
+        assert_eq!(greedy.sample(&tensor(&values), &[]).unwrap(), expected);
+    }
+}

@@ -122,6 +122,7 @@ mod mlp;
 mod norm;
 mod presets;
 mod rope;
+mod samplers;
 mod sampling;
 mod transformer;
 mod weights;
@@ -134,6 +135,10 @@ pub use config::{
 pub use error::{Error, Result};
 pub use kv_cache::KvCache;
 pub use lm::{AsrOutput, LmModel};
+pub use samplers::{
+    greedy_sampler, moshi_audio_config, moshi_text_config, AudioSamplers, Samplers,
+    MOSHI_AUDIO_TEMPERATURE, MOSHI_AUDIO_TOP_K, MOSHI_TEXT_TEMPERATURE, MOSHI_TEXT_TOP_K,
+};
 pub use sampling::{guided_logits, sample_logits};
 pub use transformer::Transformer;
 pub use weights::{random_weights, tensor_inventory, TensorKind, TensorSpec};
