@@ -65,7 +65,8 @@ fn parity_at_the_edges_of_each_parameter() {
     ];
     for (i, sampling) in cases.into_iter().enumerate() {
         let mut raw = LogitsProcessor::from_sampling(i as u64, sampling.clone());
-        let mut adapter = LogitsProcessorSampler::from_sampling(i as u64, sampling.clone()).unwrap();
+        let mut adapter =
+            LogitsProcessorSampler::from_sampling(i as u64, sampling.clone()).unwrap();
         for step in 0..500u64 {
             let logits = tensor(&random_logits(step, 64, 2.0));
             assert_eq!(

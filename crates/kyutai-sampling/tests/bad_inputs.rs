@@ -196,7 +196,10 @@ fn invalid_k_and_p_are_rejected_at_construction() {
         assert_eq!(
             invalid_name(LogitsProcessorSampler::from_sampling(
                 0,
-                Sampling::TopP { p, temperature: 1.0 }
+                Sampling::TopP {
+                    p,
+                    temperature: 1.0
+                }
             )),
             "top_p"
         );
@@ -225,7 +228,11 @@ fn new_rejects_nan_and_infinite_temperatures() {
         "temperature"
     );
     assert_eq!(
-        invalid_name(LogitsProcessorSampler::new(0, Some(f64::INFINITY), Some(0.9))),
+        invalid_name(LogitsProcessorSampler::new(
+            0,
+            Some(f64::INFINITY),
+            Some(0.9)
+        )),
         "temperature"
     );
 }
@@ -260,7 +267,10 @@ fn errors_name_the_parameter_and_convert_into_candle_errors() {
     )
     .unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("top_p") && message.contains("1.5"), "{message}");
+    assert!(
+        message.contains("top_p") && message.contains("1.5"),
+        "{message}"
+    );
     let candle: candle_core::Error = err.into();
     assert!(candle.to_string().contains("top_p"));
 }
