@@ -1,0 +1,218 @@
+//! [`generate_audio`]: a whole Moshi-style generation, from a prompt to PCM.
+//!
+//! The model runs [`Multistream`]'s full-duplex loop for a number of steps (80 ms each): it
+//! listens to the user's stream (Mimi codes of the prompt's PCM, or of silence) and produces
+//! its own text and audio, which Mimi decodes to 24 kHz PCM. Every token comes from the
+//! [`Samplers`] passed in.
+//!
+//! ```
+//! use candle_core::{DType, Device};
+//! use kyutai::gen::{generate_audio, GenPrompt};
+//! use kyutai::{LmConfig, LmModel, Mimi, Samplers};
+//!
+//! // Tiny random models (the output is noise): Moshi's layout with 2 generated + 2 user
+//! // codebooks of 16 codes, and a matching Mimi.
+//! let mut config = LmConfig::moshi_7b_v0_1();
+//! (config.transformer.d_model, config.transformer.num_heads, config.transformer.num_layers) = (32, 2, 1);
+//! let dep = config.depformer.as_mut().unwrap();
+//! (dep.transformer.d_model, dep.transformer.num_heads, dep.transformer.num_layers) = (16, 2, 1);
+//! dep.num_slices = 2;
+//! (config.audio_codebooks, config.audio_delays) = (4, Some(vec![0, 1, 0, 1]));
+//! (config.text_in_vocab_size, config.text_out_vocab_size, config.audio_vocab_size) = (101, 100, 17);
+//! let model = LmModel::random(&config, 1, DType::F32, &Device::Cpu)?;
+//! let mut mimi_config = Mimi::small_config(2);
+//! mimi_config.quantizer_bins = 16;
+//! let mut mimi = Mimi::random(mimi_config, 2, &Device::Cpu)?;
+//!
+//! let prompt = GenPrompt { text: vec![7, 8], user_pcm: None };
+//! let mut samplers = Samplers::moshi(42)?;
+//! let out = generate_audio(&model, &mut mimi, &prompt, 6, &mut samplers)?;
+//! assert_eq!(out.text_tokens.len(), 6);
+//! assert_eq!(&out.text_tokens[..2], &[7, 8]); // teacher-forced
+//! assert_eq!(out.audio_codes.len(), 5); // frames lag by the acoustic delay (1 here)
+//! assert_eq!(out.pcm.len(), 5 * 1920);
+//! # Ok::<(), kyutai::Error>(())
+//! ```
+
+use crate::lm_generate::{Multistream, MultistreamConfig};
+use crate::{Error, LmModel, Mimi, Result, Samplers};
+
+/// What a generation starts from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenPrompt {
+    /// Text tokens forced at the first steps, one per step (the text sampler is not called for
+    /// them); the model continues after them. Empty: the model chooses from the first step.
+    pub text: Vec<u32>,
+    /// The user's side of the conversation: mono PCM at Mimi's sample rate (24 kHz), encoded by
+    /// Mimi and fed one frame per step. It is cut or padded with silence to the number of
+    /// steps; `None` is silence throughout. Ignored by models without a user stream.
+    pub user_pcm: Option<Vec<f32>>,
+}
+
+/// What a generation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenOutput {
+    /// The text token of every step (the prompt's forced tokens first).
+    pub text_tokens: Vec<u32>,
+    /// The model's audio frames, one code per generated codebook each: one per step after the
+    /// acoustic delay (`steps - acoustic_delay` frames).
+    pub audio_codes: Vec<Vec<u32>>,
+    /// `audio_codes` decoded by Mimi: mono PCM, `frame_size` samples per frame.
+    pub pcm: Vec<f32>,
+    /// The sample rate of `pcm` (24000 for Kyutai's Mimi).
+    pub sample_rate: u32,
+}
+
+/// Runs `model` for `steps` steps of [`Multistream`] generation (layout and acoustic delay
+/// from [`MultistreamConfig::from_model`]) on `prompt`, sampling with `samplers`, and decodes
+/// the model's audio with `mimi`.
+///
+/// `model` is cloned (cheap: the weights are shared) and starts from an empty state; `mimi`'s
+/// streaming state is reset; `samplers` are used as they are (not reset), so two calls with the
+/// same seeded samplers continue one random stream. Call [`Samplers::reset`] to replay.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for zero steps, or a Mimi that does not fit the model (its
+/// codebooks must be the model's generated codebooks, at least as many as the user's, and its
+/// cardinality the model's audio vocabulary minus the pad token); the errors of
+/// [`Multistream`] (bad prompt tokens, sampler errors) and of Mimi.
+pub fn generate_audio(
+    model: &LmModel,
+    mimi: &mut Mimi,
+    prompt: &GenPrompt,
+    steps: usize,
+    samplers: &mut Samplers,
+) -> Result<GenOutput> {
+    generate_audio_with_progress(model, mimi, prompt, steps, samplers, &mut |_, _| {})
+}
+
+/// [`generate_audio`], calling `on_step(steps_done, text_token)` after every step.
+///
+/// # Errors
+///
+/// As [`generate_audio`].
+pub fn generate_audio_with_progress(
+    model: &LmModel,
+    mimi: &mut Mimi,
+    prompt: &GenPrompt,
+    steps: usize,
+    samplers: &mut Samplers,
+    on_step: &mut dyn FnMut(usize, u32),
+) -> Result<GenOutput> {
+    check_compatible(model, mimi)?;
+    if steps == 0 {
+        return Err(Error::input("steps", "must be at least 1"));
+    }
+    let config = MultistreamConfig::from_model(model);
+    config.check(model)?;
+    samplers.check_codebooks(config.generated_audio_codebooks)?;
+    let user_frames = user_frames(mimi, prompt, steps, config.input_audio_codebooks)?;
+    // The state owns its samplers: lend it the caller's (the checks above are those of
+    // `Multistream::new`, which therefore cannot fail and drop them) and take them back.
+    let lent = std::mem::replace(samplers, Samplers::greedy());
+    let mut state = Multistream::new(model.clone(), lent, config)?;
+    let result = run(&mut state, mimi, prompt, &user_frames, steps, on_step);
+    let (_, lent) = state.into_parts();
+    *samplers = lent;
+    result
+}
+
+fn run(
+    state: &mut Multistream,
+    mimi: &mut Mimi,
+    prompt: &GenPrompt,
+    user_frames: &[Vec<u32>],
+    steps: usize,
+    on_step: &mut dyn FnMut(usize, u32),
+) -> Result<GenOutput> {
+    mimi.reset_state();
+    let mut text_tokens = Vec::with_capacity(steps);
+    let mut audio_codes = Vec::with_capacity(steps);
+    let mut pcm = Vec::with_capacity(steps * mimi.frame_size());
+    for step in 0..steps {
+        let user = user_frames.get(step).map_or(&[][..], Vec::as_slice);
+        let previous = text_tokens
+            .last()
+            .copied()
+            .unwrap_or(state.config().text_start_token);
+        let forced = prompt.text.get(step).copied();
+        let text = state.step_with(Some(previous), user, forced)?;
+        text_tokens.push(text);
+        if let Some(frame) = state.last_generated_audio_tokens() {
+            let codes = mimi.frames_to_tensor(std::slice::from_ref(&frame))?;
+            if let Some(samples) = mimi.decode_step(&codes)? {
+                pcm.extend(samples.flatten_all()?.to_vec1::<f32>()?);
+            }
+            audio_codes.push(frame);
+        }
+        on_step(step + 1, text);
+    }
+    Ok(GenOutput {
+        text_tokens,
+        audio_codes,
+        pcm,
+        sample_rate: mimi.sample_rate(),
+    })
+}
+
+/// The user's codes for each step: the prompt's PCM (or silence), cut or padded with silence
+/// to `steps` frames, encoded by Mimi, first `codebooks` codebooks.
+fn user_frames(
+    mimi: &mut Mimi,
+    prompt: &GenPrompt,
+    steps: usize,
+    codebooks: usize,
+) -> Result<Vec<Vec<u32>>> {
+    if codebooks == 0 {
+        return Ok(Vec::new());
+    }
+    let samples = steps
+        .checked_mul(mimi.frame_size())
+        .ok_or_else(|| Error::input("steps", format!("{steps} steps is too many")))?;
+    let mut pcm = prompt.user_pcm.clone().unwrap_or_default();
+    if let Some(bad) = pcm.iter().position(|x| !x.is_finite()) {
+        return Err(Error::input(
+            "user_pcm",
+            format!("sample {bad} is not finite"),
+        ));
+    }
+    pcm.resize(samples, 0.0);
+    mimi.reset_state();
+    let mut frames = mimi.encode_pcm(&pcm)?;
+    frames.truncate(steps);
+    for frame in &mut frames {
+        frame.truncate(codebooks);
+    }
+    Ok(frames)
+}
+
+/// Checks that `mimi` decodes what `model` generates and encodes what it listens to.
+pub(crate) fn check_compatible(model: &LmModel, mimi: &Mimi) -> Result<()> {
+    let generated = model.generated_audio_codebooks();
+    if generated == 0 {
+        return Err(Error::NoDepformer);
+    }
+    let user = model.in_audio_codebooks().saturating_sub(generated);
+    if mimi.num_codebooks() != generated || mimi.num_codebooks() < user {
+        return Err(Error::input(
+            "mimi",
+            format!(
+                "has {} codebooks; the model generates {generated} and listens to {user}",
+                mimi.num_codebooks()
+            ),
+        ));
+    }
+    if mimi.cardinality() + 1 != model.audio_vocab_size() {
+        return Err(Error::input(
+            "mimi",
+            format!(
+                "has {} codes per codebook; the model's audio vocabulary of {} needs {}",
+                mimi.cardinality(),
+                model.audio_vocab_size(),
+                model.audio_vocab_size().saturating_sub(1)
+            ),
+        ));
+    }
+    Ok(())
+}

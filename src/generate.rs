@@ -1,0 +1,599 @@
+//! The logic of `examples/generate.rs`: Moshi-style speech generation from the command line.
+//!
+//! [`main_with`] parses the arguments, builds or loads a model and a Mimi, builds one sampler
+//! for the text stream and one for the audio codebooks, runs [`kyutai::BasicGenerator`] and
+//! writes a WAV file. The example's `main` only calls it; the tests call it too.
+//!
+//! Without `--model-dir`, everything is built in: a small model with Moshi's layout and a small
+//! Mimi, both with weights generated from a fixed seed, so the command runs on a fresh clone
+//! with no download. **Their output is noise**: the demo shows the pipeline (the full-duplex
+//! loop, the injected text and audio samplers, Mimi decoding, the WAV), not speech.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use clap::Parser;
+use kyutai::gen::GenPrompt;
+use kyutai::{
+    BasicGenerator, LmConfig, LmModel, Mimi, MimiConfig, Samplers, MOSHI_AUDIO_TEMPERATURE,
+    MOSHI_AUDIO_TOP_K, MOSHI_TEXT_TEMPERATURE, MOSHI_TEXT_TOP_K,
+};
+use kyutai_sampling::{Sampling, SamplingConfig, SamplingError};
+
+/// The seed of the built-in demo weights (the model's and Mimi's), fixed so that every clone
+/// generates the same demo.
+pub const DEMO_WEIGHTS_SEED: u64 = 20_240_917;
+
+/// The default sampling seed.
+pub const DEFAULT_SEED: u64 = 42;
+
+/// How many recent tokens a repetition penalty looks at.
+pub const REPETITION_CONTEXT: usize = 64;
+
+/// Runs below this many steps get no progress bar.
+const PROGRESS_MIN_STEPS: usize = 20;
+
+/// Generate speech (text + audio tokens, decoded to a WAV) with a Moshi-family model; every
+/// token is chosen by an injected sampler.
+///
+/// Without --model-dir, a small built-in model with random weights is used: its output is
+/// noise, it shows the pipeline.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "generate", version)]
+pub struct Args {
+    /// A Kyutai Moshi checkpoint directory: `model.safetensors` (candle layout), optionally
+    /// `config.json` (moshi's lm::Config JSON; Moshi 7B v0.1 when absent) and the Mimi file
+    /// (`mimi.safetensors`, the `model.safetensors` of the kyutai/mimi repository). Without
+    /// it, the built-in demo model is used.
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+
+    /// The Mimi file (Hugging Face layout) when it is not `DIR/mimi.safetensors`.
+    #[arg(long, value_name = "FILE", requires = "model_dir")]
+    pub mimi: Option<PathBuf>,
+
+    /// The dtype of a checkpoint's weights: f32, f16 or bf16 (the built-in model is f32).
+    #[arg(long, default_value = "bf16", value_parser = parse_dtype)]
+    pub dtype: DType,
+
+    /// Steps to generate (80 ms of audio each).
+    #[arg(long, default_value_t = 125)]
+    pub steps: usize,
+
+    /// Sampling seed: the text sampler uses it, the audio sampler seed + 1.
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    pub seed: u64,
+
+    /// Audio temperature (0: greedy).
+    #[arg(long, default_value_t = MOSHI_AUDIO_TEMPERATURE, allow_negative_numbers = true)]
+    pub temperature: f64,
+
+    /// Audio top-k (0: no top-k).
+    #[arg(long, default_value_t = MOSHI_AUDIO_TOP_K)]
+    pub top_k: usize,
+
+    /// Audio top-p, in (0, 1] (default: none).
+    #[arg(long, allow_negative_numbers = true)]
+    pub top_p: Option<f64>,
+
+    /// Audio repetition penalty over each codebook's last 64 tokens (default: none).
+    #[arg(long, allow_negative_numbers = true)]
+    pub repetition_penalty: Option<f32>,
+
+    /// Text temperature (0: greedy).
+    #[arg(long, default_value_t = MOSHI_TEXT_TEMPERATURE, allow_negative_numbers = true)]
+    pub text_temperature: f64,
+
+    /// Text top-k (0: no top-k).
+    #[arg(long, default_value_t = MOSHI_TEXT_TOP_K)]
+    pub text_top_k: usize,
+
+    /// Text top-p, in (0, 1] (default: none).
+    #[arg(long, allow_negative_numbers = true)]
+    pub text_top_p: Option<f64>,
+
+    /// Text repetition penalty over the last 64 text tokens (default: none).
+    #[arg(long, allow_negative_numbers = true)]
+    pub text_repetition_penalty: Option<f32>,
+
+    /// The WAV file to write (24 kHz, mono, 16-bit).
+    #[arg(long, default_value = "generated.wav", value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+fn parse_dtype(value: &str) -> Result<DType, String> {
+    match value {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => Err(format!("expected f32, f16 or bf16, got `{other}`")),
+    }
+}
+
+/// What can go wrong, each with a message for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A sampler setting is out of range.
+    #[error("invalid {stream} sampling settings: {reason}")]
+    Settings {
+        /// `text` or `audio`.
+        stream: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The sampling crate rejected a configuration.
+    #[error("invalid {stream} sampling settings: {source}")]
+    Sampling {
+        /// `text` or `audio`.
+        stream: &'static str,
+        /// The sampling crate's error.
+        #[source]
+        source: SamplingError,
+    },
+    /// Loading or running the model or Mimi failed.
+    #[error("{context}: {source}")]
+    Model {
+        /// What was being done.
+        context: String,
+        /// The model's error.
+        #[source]
+        source: kyutai::Error,
+    },
+    /// Writing the WAV file failed.
+    #[error("could not write `{}`: {source}", path.display())]
+    Wav {
+        /// The file.
+        path: PathBuf,
+        /// hound's error.
+        #[source]
+        source: hound::Error,
+    },
+    /// Writing to the terminal failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn model_error(context: impl Into<String>) -> impl FnOnce(kyutai::Error) -> CliError {
+    let context = context.into();
+    move |source| CliError::Model { context, source }
+}
+
+/// The sampling settings of one stream, as given on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    /// `text` or `audio`.
+    pub stream: &'static str,
+    /// Temperature; 0 is greedy.
+    pub temperature: f64,
+    /// Top-k; 0 is none.
+    pub top_k: usize,
+    /// Top-p.
+    pub top_p: Option<f64>,
+    /// Repetition penalty.
+    pub repetition_penalty: Option<f32>,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl StreamSettings {
+    /// The text stream's settings in `args`.
+    pub fn text(args: &Args) -> Self {
+        Self {
+            stream: "text",
+            temperature: args.text_temperature,
+            top_k: args.text_top_k,
+            top_p: args.text_top_p,
+            repetition_penalty: args.text_repetition_penalty,
+            seed: args.seed,
+        }
+    }
+
+    /// The audio stream's settings in `args`.
+    pub fn audio(args: &Args) -> Self {
+        Self {
+            stream: "audio",
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repetition_penalty: args.repetition_penalty,
+            seed: args.seed.wrapping_add(1),
+        }
+    }
+
+    /// The sampler configuration: greedy for temperature 0, else top-k and/or top-p at that
+    /// temperature (plain temperature sampling with neither).
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Settings`] for a negative or non-finite temperature, a top-p outside
+    /// `(0, 1]` or a penalty that is not finite and positive (checked even when greedy makes
+    /// them unused); [`CliError::Sampling`] for what the sampling crate rejects.
+    pub fn config(&self) -> Result<SamplingConfig, CliError> {
+        let bad = |reason: String| CliError::Settings {
+            stream: self.stream,
+            reason,
+        };
+        let t = self.temperature;
+        if !(t.is_finite() && t >= 0.0) {
+            return Err(bad(format!(
+                "the temperature must be finite and >= 0, got {t}"
+            )));
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(bad(format!("top-p must be in (0, 1], got {p}")));
+            }
+        }
+        if let Some(r) = self.repetition_penalty {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(bad(format!(
+                    "the repetition penalty must be finite and > 0, got {r}"
+                )));
+            }
+        }
+        let sampling = match (t, self.top_k, self.top_p) {
+            (0.0, _, _) => Sampling::ArgMax,
+            (temperature, 0, None) => Sampling::All { temperature },
+            (temperature, k, None) => Sampling::TopK { k, temperature },
+            (temperature, 0, Some(p)) => Sampling::TopP { p, temperature },
+            (temperature, k, Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+        };
+        let config = SamplingConfig {
+            sampling,
+            repetition_penalty: self.repetition_penalty,
+            repetition_context_size: REPETITION_CONTEXT,
+            seed: self.seed,
+        };
+        config.validate().map_err(|source| CliError::Sampling {
+            stream: self.stream,
+            source,
+        })?;
+        Ok(config)
+    }
+
+    /// The settings in words, for the run's header.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.temperature == 0.0 {
+            parts.push("greedy".to_string());
+        } else {
+            if self.top_k > 0 {
+                parts.push(format!("top-k {}", self.top_k));
+            }
+            if let Some(p) = self.top_p {
+                parts.push(format!("top-p {p}"));
+            }
+            parts.push(format!("temperature {}", self.temperature));
+        }
+        match self.repetition_penalty {
+            Some(r) => parts.push(format!(
+                "repetition penalty {r} over the last {REPETITION_CONTEXT} tokens"
+            )),
+            None => parts.push("no repetition penalty".into()),
+        }
+        if self.temperature != 0.0 {
+            parts.push(format!("seed {}", self.seed));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The built-in demo model: Moshi 7B's layout (8 generated and 8 user audio codebooks of 2048
+/// codes, delays 0/1, a depformer of 8 slices) shrunk to a text vocabulary of 4000 and a
+/// temporal transformer of width 256 (4 layers, 4 heads, context 375 steps = 30 s); depformer
+/// width 128 (2 layers). About 13 M parameters.
+pub fn demo_lm_config() -> LmConfig {
+    let mut config = LmConfig::moshi_7b_v0_1();
+    let t = &mut config.transformer;
+    (
+        t.d_model,
+        t.num_heads,
+        t.num_layers,
+        t.dim_feedforward,
+        t.context,
+    ) = (256, 4, 4, 1024, 375);
+    if let Some(dep) = config.depformer.as_mut() {
+        let t = &mut dep.transformer;
+        (t.d_model, t.num_heads, t.num_layers, t.dim_feedforward) = (128, 4, 2, 512);
+    }
+    (config.text_in_vocab_size, config.text_out_vocab_size) = (4001, 4000);
+    config
+}
+
+/// The built-in demo Mimi: Kyutai's layout (24 kHz, 12.5 Hz, 8 codebooks of 2048) with a tiny
+/// network ([`Mimi::small_config`]).
+pub fn demo_mimi_config() -> MimiConfig {
+    Mimi::small_config(8)
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The text token of every step.
+    pub text_tokens: Vec<u32>,
+    /// Audio frames decoded.
+    pub frames: usize,
+    /// PCM samples written.
+    pub samples: usize,
+    /// The WAV file.
+    pub out: PathBuf,
+}
+
+/// Parses `argv` (program name first), runs, reports on `out` and `err`, and returns the
+/// process exit code: 0 on success, 1 when the run fails (the error is written to `err`), 2
+/// for arguments that do not parse (with clap's message). Never panics on user input.
+pub fn main_with<I, T>(argv: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = match Args::try_parse_from(argv) {
+        Ok(args) => args,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let rendered = e.render().to_string();
+            let target: &mut dyn Write = if e.use_stderr() { err } else { out };
+            let _ = write!(target, "{rendered}");
+            return code;
+        }
+    };
+    match run(&args, out, err) {
+        Ok(_) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                let _ = writeln!(err, "  caused by: {cause}");
+                source = cause.source();
+            }
+            1
+        }
+    }
+}
+
+/// One run: builds the samplers (first, so that bad settings fail fast), the model and Mimi,
+/// generates `args.steps` steps and writes the WAV.
+///
+/// # Errors
+///
+/// See [`CliError`].
+pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summary, CliError> {
+    let text = StreamSettings::text(args);
+    let audio = StreamSettings::audio(args);
+    let text_config = text.config()?;
+    let audio_config = audio.config()?;
+    if args.steps == 0 {
+        return Err(CliError::Settings {
+            stream: "run",
+            reason: "--steps must be at least 1".into(),
+        });
+    }
+    let build = |stream: &'static str, config: &SamplingConfig| {
+        config
+            .build()
+            .map_err(|source| CliError::Sampling { stream, source })
+    };
+    let samplers = Samplers::new(build("text", &text_config)?, build("audio", &audio_config)?);
+
+    let device = Device::Cpu;
+    writeln!(
+        out,
+        "kyutai generate: Moshi-style full-duplex generation; every text and audio token comes \
+         from an injected sampler"
+    )?;
+    let (model, mimi) = match &args.model_dir {
+        None => demo_models(&device, out)?,
+        Some(dir) => checkpoint_models(dir, args.mimi.as_deref(), args.dtype, &device, out)?,
+    };
+    let generated = model.generated_audio_codebooks();
+    writeln!(out, "text sampler:  {}", text.describe())?;
+    writeln!(
+        out,
+        "audio sampler: {} (one sampler for the {generated} codebooks, each with its own history)",
+        audio.describe()
+    )?;
+    writeln!(out, "user stream:   silence")?;
+
+    let mut generator = BasicGenerator::new(model, mimi, &device, samplers)
+        .map_err(model_error("the model and Mimi do not fit"))?;
+    let steps = args.steps;
+    let mut progress = Progress::new(steps, err);
+    let start = Instant::now();
+    let output = generator
+        .generate_with_progress(&GenPrompt::default(), steps, &mut |done, _| {
+            progress.update(done)
+        })
+        .map_err(model_error("generation failed"))?;
+    let elapsed = start.elapsed().as_secs_f64();
+    progress.finish();
+
+    writeln!(
+        out,
+        "text tokens ({}): {}",
+        output.text_tokens.len(),
+        list(&output.text_tokens, 200)
+    )?;
+    let seconds = output.pcm.len() as f64 / f64::from(output.sample_rate);
+    writeln!(
+        out,
+        "{steps} steps in {elapsed:.2} s: {:.1} steps/s ({:.2}x real time); {} audio frames, \
+         {seconds:.2} s of audio",
+        steps as f64 / elapsed.max(1e-9),
+        (steps as f64 * 0.08) / elapsed.max(1e-9),
+        output.audio_codes.len(),
+    )?;
+    write_wav(&args.out, &output.pcm, output.sample_rate)?;
+    writeln!(
+        out,
+        "wrote {} ({} Hz, mono, 16-bit, {} samples)",
+        args.out.display(),
+        output.sample_rate,
+        output.pcm.len()
+    )?;
+    Ok(Summary {
+        text_tokens: output.text_tokens,
+        frames: output.audio_codes.len(),
+        samples: output.pcm.len(),
+        out: args.out.clone(),
+    })
+}
+
+fn demo_models(device: &Device, out: &mut dyn Write) -> Result<(LmModel, Mimi), CliError> {
+    let config = demo_lm_config();
+    let model = LmModel::random(&config, DEMO_WEIGHTS_SEED, DType::F32, device)
+        .map_err(model_error("building the demo model"))?;
+    let mimi = Mimi::random(demo_mimi_config(), DEMO_WEIGHTS_SEED, device)
+        .map_err(model_error("building the demo Mimi"))?;
+    let t = &config.transformer;
+    writeln!(
+        out,
+        "model: built-in demo, Moshi's layout shrunk ({} generated + {} user audio codebooks, \
+         text vocabulary {}, width {}, {} layers), random weights from seed {DEMO_WEIGHTS_SEED}",
+        model.generated_audio_codebooks(),
+        model.in_audio_codebooks() - model.generated_audio_codebooks(),
+        model.text_out_vocab_size(),
+        t.d_model,
+        t.num_layers,
+    )?;
+    writeln!(
+        out,
+        "mimi:  built-in demo, a small Mimi with random weights ({} codebooks of {} codes, \
+         {} Hz, {} frames/s)",
+        mimi.num_codebooks(),
+        mimi.cardinality(),
+        mimi.sample_rate(),
+        mimi.frame_rate()
+    )?;
+    writeln!(
+        out,
+        "NOTE:  the demo's weights are random, so its text tokens and audio are NOISE. It shows \
+         the pipeline (the full-duplex loop, text and audio sampled by separate injected \
+         samplers, Mimi decoding, the WAV), not speech; pass --model-dir for a real model."
+    )?;
+    Ok((model, mimi))
+}
+
+fn checkpoint_models(
+    dir: &Path,
+    mimi_file: Option<&Path>,
+    dtype: DType,
+    device: &Device,
+    out: &mut dyn Write,
+) -> Result<(LmModel, Mimi), CliError> {
+    let config_file = dir.join("config.json");
+    let (config, config_source) = if config_file.exists() {
+        let config = LmConfig::from_json_file(&config_file).map_err(model_error(format!(
+            "reading `{}` (moshi's lm::Config JSON)",
+            config_file.display()
+        )))?;
+        (config, config_file.display().to_string())
+    } else {
+        (
+            LmConfig::moshi_7b_v0_1(),
+            "preset Moshi 7B v0.1 (no config.json)".to_string(),
+        )
+    };
+    let weights = dir.join("model.safetensors");
+    writeln!(
+        out,
+        "model: {} ({config_source}, {dtype:?})",
+        weights.display()
+    )?;
+    let model = LmModel::load(&config, &weights, dtype, device)
+        .map_err(model_error(format!("loading `{}`", weights.display())))?;
+    let mimi_path = mimi_file.map_or_else(|| dir.join("mimi.safetensors"), Path::to_path_buf);
+    writeln!(out, "mimi:  {}", mimi_path.display())?;
+    let mimi = Mimi::load(&mimi_path, model.generated_audio_codebooks(), device).map_err(
+        model_error(format!(
+            "loading `{}` (Mimi in the Hugging Face layout of kyutai/mimi's model.safetensors; \
+             the tokenizer-*.safetensors files of the LM repositories are in Kyutai's native \
+             layout and need converting first)",
+            mimi_path.display()
+        )),
+    )?;
+    Ok((model, mimi))
+}
+
+/// `tokens` as `[a, b, ...]`, at most `max` of them.
+fn list(tokens: &[u32], max: usize) -> String {
+    let shown: Vec<String> = tokens.iter().take(max).map(u32::to_string).collect();
+    let more = tokens.len().saturating_sub(max);
+    if more > 0 {
+        format!("[{}, ... ({more} more)]", shown.join(", "))
+    } else {
+        format!("[{}]", shown.join(", "))
+    }
+}
+
+/// Writes `pcm` (clamped to [-1, 1]) as a mono 16-bit WAV.
+///
+/// # Errors
+///
+/// [`CliError::Wav`] when the file cannot be written.
+pub fn write_wav(path: &Path, pcm: &[f32], sample_rate: u32) -> Result<(), CliError> {
+    let wav_error = |source| CliError::Wav {
+        path: path.to_path_buf(),
+        source,
+    };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).map_err(wav_error)?;
+    for &x in pcm {
+        let sample = (x.clamp(-1.0, 1.0) * f32::from(i16::MAX)).round() as i16;
+        writer.write_sample(sample).map_err(wav_error)?;
+    }
+    writer.finalize().map_err(wav_error)
+}
+
+/// A one-line progress bar on stderr, for runs of [`PROGRESS_MIN_STEPS`] steps or more.
+struct Progress<'a> {
+    total: usize,
+    shown: usize,
+    err: Option<&'a mut dyn Write>,
+    start: Instant,
+}
+
+impl<'a> Progress<'a> {
+    fn new(total: usize, err: &'a mut dyn Write) -> Self {
+        Self {
+            total,
+            shown: usize::MAX,
+            err: (total >= PROGRESS_MIN_STEPS).then_some(err),
+            start: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, done: usize) {
+        let Some(err) = self.err.as_mut() else {
+            return;
+        };
+        const WIDTH: usize = 30;
+        let filled = done * WIDTH / self.total.max(1);
+        // Redraw when the bar grows, and at the end.
+        if filled == self.shown && done != self.total {
+            return;
+        }
+        self.shown = filled;
+        let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+        let _ = write!(
+            err,
+            "\r[{}{}] {done}/{} steps, {rate:.0} steps/s",
+            "#".repeat(filled),
+            " ".repeat(WIDTH - filled),
+            self.total
+        );
+        let _ = err.flush();
+    }
+
+    fn finish(&mut self) {
+        if let Some(err) = self.err.as_mut() {
+            let _ = writeln!(err);
+        }
+    }
+}

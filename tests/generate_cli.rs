@@ -1,0 +1,277 @@
+//! The `generate` example's logic (`kyutai_examples::generate`), run as the example runs it:
+//! arguments in, exit code, terminal output and WAV file out.
+
+use std::path::PathBuf;
+
+use kyutai_examples::generate::{main_with, Args, StreamSettings};
+use kyutai_sampling::Sampling;
+
+/// A fresh path in the temporary directory.
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kyutai-generate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+struct Run {
+    code: u8,
+    out: String,
+    err: String,
+}
+
+fn run(args: &[&str]) -> Run {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let argv = std::iter::once("generate").chain(args.iter().copied());
+    let code = main_with(argv, &mut out, &mut err);
+    Run {
+        code,
+        out: String::from_utf8(out).unwrap(),
+        err: String::from_utf8(err).unwrap(),
+    }
+}
+
+/// Runs the demo for `steps` steps into `name`, returns the run and the WAV's bytes.
+fn demo(name: &str, extra: &[&str]) -> (Run, Vec<u8>) {
+    let path = temp_path(name);
+    let path_str = path.to_str().unwrap().to_string();
+    let mut args = vec!["--steps", "24", "--out", &path_str];
+    args.extend_from_slice(extra);
+    let result = run(&args);
+    assert_eq!(result.code, 0, "stderr: {}", result.err);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    (result, bytes)
+}
+
+#[test]
+fn the_same_seed_gives_byte_identical_wavs_and_another_seed_does_not() {
+    let (first, a) = demo("a.wav", &["--seed", "7"]);
+    let (_, b) = demo("b.wav", &["--seed", "7"]);
+    let (_, c) = demo("c.wav", &["--seed", "8"]);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    // A WAV with 23 frames of 1920 samples (the first frame lags by the acoustic delay).
+    let reader = hound::WavReader::new(std::io::Cursor::new(&a)).unwrap();
+    let spec = reader.spec();
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (1, 24_000, 16)
+    );
+    assert_eq!(reader.len(), 23 * 1920);
+    let samples: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
+    assert!(samples.iter().any(|&s| s != 0), "not silent");
+
+    // What the run says: the demo is noise, the settings, the tokens, the speed, the file.
+    let out = &first.out;
+    assert!(out.contains("NOISE"), "{out}");
+    assert!(out.contains("text sampler:  top-k 25, temperature 0.8, no repetition penalty, seed 7"));
+    assert!(
+        out.contains("audio sampler: top-k 250, temperature 0.8, no repetition penalty, seed 8")
+    );
+    assert!(out.contains("text tokens (24): ["));
+    assert!(out.contains("steps/s"));
+    assert!(out.contains("23 audio frames"));
+    assert!(out.contains("(24000 Hz, mono, 16-bit, 44160 samples)"));
+    assert!(
+        first.err.contains("24/24 steps"),
+        "a progress bar: {}",
+        first.err
+    );
+}
+
+#[test]
+fn greedy_decoding_ignores_the_seed_and_flags_reach_the_samplers() {
+    let greedy = ["--temperature", "0", "--text-temperature", "0"];
+    let (run1, a) = demo("g1.wav", &[&greedy[..], &["--seed", "1"]].concat());
+    let (_, b) = demo("g2.wav", &[&greedy[..], &["--seed", "2"]].concat());
+    assert_eq!(a, b, "greedy decoding draws no random numbers");
+    assert!(run1
+        .out
+        .contains("text sampler:  greedy, no repetition penalty\n"));
+    // The audio flags reach the audio sampler.
+    let (x, wav_x) = demo("x.wav", &["--top-k", "5"]);
+    let (y, wav_y) = demo("y.wav", &["--top-p", "0.5"]);
+    assert_ne!(wav_x, wav_y);
+    assert!(x.out.contains("audio sampler: top-k 5, temperature 0.8"));
+    assert!(y
+        .out
+        .contains("audio sampler: top-k 250, top-p 0.5, temperature 0.8"));
+    let tokens = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("text tokens"))
+            .unwrap()
+            .to_string()
+    };
+    // A text repetition penalty changes the text.
+    let (z, _) = demo("z.wav", &["--text-repetition-penalty", "3"]);
+    let (w, _) = demo("w.wav", &[]);
+    assert_ne!(tokens(&z.out), tokens(&w.out));
+    assert!(z
+        .out
+        .contains("repetition penalty 3 over the last 64 tokens"));
+}
+
+#[test]
+fn bad_values_exit_non_zero_with_the_error_and_write_nothing() {
+    let path = temp_path("bad.wav");
+    let out = path.to_str().unwrap();
+    for (flags, message) in [
+        (
+            vec!["--top-p", "1.5"],
+            "invalid audio sampling settings: top-p must be in (0, 1], got 1.5",
+        ),
+        (
+            vec!["--text-top-p", "0"],
+            "invalid text sampling settings: top-p must be in (0, 1], got 0",
+        ),
+        (
+            vec!["--temperature", "-1"],
+            "the temperature must be finite and >= 0, got -1",
+        ),
+        (
+            vec!["--text-temperature", "NaN"],
+            "the temperature must be finite and >= 0, got NaN",
+        ),
+        (
+            vec!["--repetition-penalty", "0"],
+            "the repetition penalty must be finite and > 0, got 0",
+        ),
+        (vec!["--steps", "0"], "--steps must be at least 1"),
+    ] {
+        let mut args = flags.clone();
+        args.extend(["--out", out]);
+        let result = run(&args);
+        assert_eq!(result.code, 1, "{flags:?}");
+        assert!(
+            result.err.starts_with("error: "),
+            "{flags:?}: {}",
+            result.err
+        );
+        assert!(result.err.contains(message), "{flags:?}: {}", result.err);
+        assert!(!path.exists(), "{flags:?} wrote a file");
+    }
+    // Values that do not parse: clap's message, exit code 2.
+    let result = run(&["--top-p", "abc", "--out", out]);
+    assert_eq!(result.code, 2);
+    assert!(result.err.contains("--top-p"), "{}", result.err);
+    let result = run(&["--dtype", "f64"]);
+    assert_eq!(result.code, 2);
+    assert!(result.err.contains("expected f32, f16 or bf16"));
+    // --help succeeds and lists the flags.
+    let help = run(&["--help"]);
+    assert_eq!(help.code, 0);
+    for flag in [
+        "--model-dir",
+        "--steps",
+        "--seed",
+        "--temperature",
+        "--top-k",
+        "--top-p",
+    ] {
+        assert!(help.out.contains(flag), "{flag}");
+    }
+    assert!(help.out.contains("--text-repetition-penalty") && help.out.contains("--out"));
+}
+
+#[test]
+fn a_checkpoint_directory_is_read_and_its_errors_are_reported() {
+    // No such directory: the model file is named.
+    let result = run(&["--model-dir", "/nonexistent/moshi"]);
+    assert_eq!(result.code, 1);
+    assert!(
+        result.err.contains("/nonexistent/moshi/model.safetensors"),
+        "{}",
+        result.err
+    );
+
+    // A tiny checkpoint with its config.json: the model loads, then the missing Mimi file is
+    // reported with a hint about the layouts.
+    let dir = temp_path("checkpoint");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = kyutai_examples::generate::demo_lm_config();
+    (config.transformer.d_model, config.transformer.num_layers) = (32, 1);
+    config.depformer.as_mut().unwrap().transformer.d_model = 16;
+    std::fs::write(dir.join("config.json"), config.to_json_string().unwrap()).unwrap();
+    let weights = kyutai::random_weights(
+        &config,
+        1,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    candle_core::safetensors::save(&weights, dir.join("model.safetensors")).unwrap();
+    let result = run(&["--model-dir", dir.to_str().unwrap(), "--dtype", "f32"]);
+    assert_eq!(result.code, 1, "{}", result.out);
+    assert!(result.out.contains("config.json, F32)"), "{}", result.out);
+    assert!(result.err.contains("mimi.safetensors"), "{}", result.err);
+    assert!(result.err.contains("native"), "{}", result.err);
+    // A config.json that is not moshi's format is an error, not a silent preset.
+    std::fs::write(dir.join("config.json"), "{\"delays\": [0, 1]}").unwrap();
+    let result = run(&["--model-dir", dir.to_str().unwrap()]);
+    assert_eq!(result.code, 1);
+    assert!(result.err.contains("config.json"), "{}", result.err);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn stream_settings_map_to_sampling_strategies() {
+    let settings = |temperature: f64, top_k: usize, top_p: Option<f64>| StreamSettings {
+        stream: "audio",
+        temperature,
+        top_k,
+        top_p,
+        repetition_penalty: None,
+        seed: 3,
+    };
+    let sampling = |s: StreamSettings| s.config().unwrap().sampling;
+    assert_eq!(sampling(settings(0.0, 25, Some(0.9))), Sampling::ArgMax);
+    assert_eq!(
+        sampling(settings(0.7, 0, None)),
+        Sampling::All { temperature: 0.7 }
+    );
+    assert_eq!(
+        sampling(settings(0.7, 9, None)),
+        Sampling::TopK {
+            k: 9,
+            temperature: 0.7
+        }
+    );
+    assert_eq!(
+        sampling(settings(0.7, 0, Some(0.9))),
+        Sampling::TopP {
+            p: 0.9,
+            temperature: 0.7
+        }
+    );
+    assert_eq!(
+        sampling(settings(0.7, 9, Some(0.9))),
+        Sampling::TopKThenTopP {
+            k: 9,
+            p: 0.9,
+            temperature: 0.7
+        }
+    );
+    // The defaults are Moshi's, with distinct seeds for text and audio.
+    let args = <Args as clap::Parser>::parse_from(["generate", "--seed", "10"]);
+    let text = StreamSettings::text(&args).config().unwrap();
+    let audio = StreamSettings::audio(&args).config().unwrap();
+    assert_eq!(
+        text.sampling,
+        Sampling::TopK {
+            k: 25,
+            temperature: 0.8
+        }
+    );
+    assert_eq!(
+        audio.sampling,
+        Sampling::TopK {
+            k: 250,
+            temperature: 0.8
+        }
+    );
+    assert_eq!((text.seed, audio.seed), (10, 11));
+    assert_eq!(args.out, PathBuf::from("generated.wav"));
+}
