@@ -110,14 +110,19 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod asr;
 mod attention;
 mod config;
 mod depformer;
 mod embeddings;
 mod error;
+pub mod gen;
+pub mod generator;
 mod kv_cache;
 mod lm;
+pub mod lm_generate;
 mod mask;
+pub mod mimi;
 mod mlp;
 mod norm;
 mod presets;
@@ -125,20 +130,27 @@ mod rope;
 mod samplers;
 mod sampling;
 mod transformer;
+pub mod tts;
 mod weights;
 
+pub use asr::{AsrConfig, AsrMessage, AsrState};
 pub use config::{
     ConditionerConfig, ContinuousAttributeConditionerConfig, CrossAttentionGating, DepFormerConfig,
     ExtraHeadsConfig, LmConfig, LutConditionerConfig, NormType, PositionalEmbedding,
     TransformerConfig,
 };
 pub use error::{Error, Result};
+pub use gen::{generate_audio, GenOutput, GenPrompt};
+pub use generator::BasicGenerator;
 pub use kv_cache::KvCache;
 pub use lm::{AsrOutput, LmModel};
+pub use lm_generate::{LmGenerate, LmGenerateConfig, Multistream, MultistreamConfig};
+pub use mimi::{Mimi, MimiConfig};
 pub use samplers::{
     greedy_sampler, moshi_audio_config, moshi_text_config, AudioSamplers, Samplers,
     MOSHI_AUDIO_TEMPERATURE, MOSHI_AUDIO_TOP_K, MOSHI_TEXT_TEMPERATURE, MOSHI_TEXT_TOP_K,
 };
 pub use sampling::{guided_logits, sample_logits};
 pub use transformer::Transformer;
+pub use tts::{AllowedTokens, TtsConfig, TtsEvent, TtsOutput, TtsState, TtsStream};
 pub use weights::{random_weights, tensor_inventory, TensorKind, TensorSpec};

@@ -1,75 +1,29 @@
 //! Parity of the generation state machines ([`kyutai::lm_generate`]) with Kyutai's `moshi`
-//! 0.6.4, on outputs recorded with moshi itself (`multistream_greedy`,
-//! `multistream_greedy_reppen`, `multistream_greedy_cfg` and `lm_generate_greedy` in
-//! `tiny_outputs.json`; see `tests/fixtures/moshi-0.6.4/README.md`).
+//! 0.6.4, and of the speech-to-text ([`kyutai::asr`]) and streaming text-to-speech
+//! ([`kyutai::tts`]) paths, on outputs recorded with moshi itself (`multistream_greedy`,
+//! `multistream_greedy_reppen`, `multistream_greedy_cfg`, `lm_generate_greedy`, `asr_greedy`
+//! and `tts_streaming_greedy` in `tiny_outputs.json`; see
+//! `tests/fixtures/moshi-0.6.4/README.md`).
 //!
 //! The fixtures are read from the directory named by `KYUTAI_PARITY_DIR` when it is set, else
 //! from the bundled copy. The model configurations come from that directory's
 //! `tiny_config.json`; the state configurations (codebooks, delays, special tokens, penalty,
 //! guidance), the inputs and every expected token from its `tiny_outputs.json`. Tokens must
-//! agree exactly. Every token is chosen by the sampling crate's greedy sampler, behind the
+//! agree exactly, the ASR extra heads' probabilities within 1e-4. Every token is chosen by the sampling crate's greedy sampler, behind the
 //! `Sampler` trait: one for the text stream, one for the audio codebooks.
 
-use std::path::PathBuf;
-
-use candle_core::{DType, Device};
+use candle_core::{Device, Tensor};
+use kyutai::asr::{AsrConfig, AsrMessage, AsrState};
 use kyutai::lm_generate::{
     LmGenerate, LmGenerateConfig, Multistream, MultistreamConfig, UNGENERATED,
 };
-use kyutai::{greedy_sampler, LmConfig, LmModel, Samplers};
+use kyutai::tts::{TtsConfig, TtsEvent, TtsState, TtsStream};
+use kyutai::{greedy_sampler, Samplers};
+use kyutai_sampling::BoxSampler;
 use serde_json::Value;
 
-struct Fixtures {
-    dir: PathBuf,
-    config: Value,
-    outputs: Value,
-}
-
-impl Fixtures {
-    fn load() -> Self {
-        let dir = match std::env::var_os("KYUTAI_PARITY_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/moshi-0.6.4"),
-        };
-        let read = |name: &str| -> Value {
-            let path = dir.join(name);
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("cannot parse {}: {e}", path.display()))
-        };
-        Self {
-            config: read("tiny_config.json"),
-            outputs: read("tiny_outputs.json"),
-            dir,
-        }
-    }
-
-    fn model(&self, key: &str, file: &str) -> LmModel {
-        let value = self
-            .config
-            .get(key)
-            .unwrap_or_else(|| panic!("tiny_config.json has no `{key}`"));
-        let config = LmConfig::from_json_str(&value.to_string())
-            .unwrap_or_else(|e| panic!("config `{key}`: {e}"));
-        LmModel::load(&config, self.dir.join(file), DType::F32, &Device::Cpu)
-            .unwrap_or_else(|e| panic!("loading {file}: {e}"))
-    }
-
-    fn out(&self, pointer: &str) -> &Value {
-        self.outputs
-            .pointer(pointer)
-            .unwrap_or_else(|| panic!("tiny_outputs.json has no `{pointer}`"))
-    }
-}
-
-fn usize_of(value: &Value) -> usize {
-    value.as_u64().expect("an unsigned integer") as usize
-}
-
-fn u32_of(value: &Value) -> u32 {
-    u32::try_from(value.as_u64().expect("an unsigned integer")).expect("a u32")
-}
+mod common;
+use common::fixtures::{u32_of, usize_of, Fixtures};
 
 fn tokens(value: &Value) -> Vec<u32> {
     value
@@ -220,4 +174,210 @@ fn lm_generate_greedy() {
     }
     assert_eq!(text, expected_text, "lm_generate: text tokens");
     assert_eq!(audio, expected_audio, "lm_generate: last_audio_tokens");
+}
+
+const TOLERANCE: f32 = 1e-4;
+
+fn greedy_box() -> BoxSampler {
+    greedy_sampler()
+}
+
+/// Compares two message streams: kinds, tokens, indices and times exactly (times within
+/// 1e-9 s), probabilities within [`TOLERANCE`].
+fn assert_messages_match(got: &[AsrMessage], want: &[AsrMessage]) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{} messages, moshi {}:\n got {got:?}\nwant {want:?}",
+        got.len(),
+        want.len()
+    );
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        match (g, w) {
+            (
+                AsrMessage::Step { step_idx, prs },
+                AsrMessage::Step {
+                    step_idx: want_idx,
+                    prs: want_prs,
+                },
+            ) => {
+                assert_eq!(step_idx, want_idx, "message {i}: step index");
+                assert_eq!(prs.len(), want_prs.len(), "message {i}: number of heads");
+                for (head, (p, q)) in prs.iter().zip(want_prs).enumerate() {
+                    assert_eq!(p.len(), q.len(), "message {i}, head {head}: batch size");
+                    for (x, y) in p.iter().zip(q) {
+                        assert!(
+                            (x - y).abs() <= TOLERANCE,
+                            "message {i} (step {step_idx}), head {head}: probability {x}, moshi {y}"
+                        );
+                    }
+                }
+            }
+            (
+                AsrMessage::Word {
+                    tokens,
+                    start_time,
+                    batch_idx,
+                },
+                AsrMessage::Word {
+                    tokens: want_tokens,
+                    start_time: want_start,
+                    batch_idx: want_batch,
+                },
+            ) => {
+                assert_eq!(tokens, want_tokens, "message {i}: word tokens");
+                assert_eq!(batch_idx, want_batch, "message {i}: batch index");
+                assert!(
+                    (start_time - want_start).abs() < 1e-9,
+                    "message {i}: start time {start_time}, moshi {want_start}"
+                );
+            }
+            (
+                AsrMessage::EndWord {
+                    stop_time,
+                    batch_idx,
+                },
+                AsrMessage::EndWord {
+                    stop_time: want_stop,
+                    batch_idx: want_batch,
+                },
+            ) => {
+                assert_eq!(batch_idx, want_batch, "message {i}: batch index");
+                assert!(
+                    (stop_time - want_stop).abs() < 1e-9,
+                    "message {i}: stop time {stop_time}, moshi {want_stop}"
+                );
+            }
+            _ => panic!("message {i}: got {g:?}, moshi {w:?}"),
+        }
+    }
+}
+
+/// moshi's streaming ASR (`asr::State::step_tokens`, temperature 0) on 16 frames of codes:
+/// the model's inputs at every step, then the messages (extra-head probabilities, words,
+/// word ends), frame by frame and all frames in one call.
+#[test]
+fn asr_greedy() {
+    let fx = Fixtures::load();
+    let recorded = fx.out("/asr_greedy");
+    assert_eq!(
+        recorded["temperature"].as_f64(),
+        Some(0.0),
+        "the fixture must record greedy decoding"
+    );
+    let delay = recorded["asr_delay_in_tokens"]
+        .as_u64()
+        .expect("asr_delay_in_tokens") as usize;
+    let frames: Vec<Vec<u32>> = recorded["audio_codes_per_step"]
+        .as_array()
+        .expect("audio_codes_per_step")
+        .iter()
+        .map(tokens)
+        .collect();
+    let inputs = recorded["model_inputs_per_step"]
+        .as_array()
+        .expect("model_inputs_per_step");
+    assert_eq!(inputs.len(), frames.len());
+    let want: Vec<AsrMessage> = serde_json::from_value(recorded["messages"].clone())
+        .expect("moshi's AsrMsg list deserialises into AsrMessage");
+    assert!(
+        want.iter().any(|m| matches!(m, AsrMessage::Word { .. })),
+        "the fixture should record at least one word"
+    );
+
+    let model = fx.model("asr_lm", "tiny_asr.safetensors");
+    let codebooks = model.in_audio_codebooks();
+    let mut asr = AsrState::new(model.clone(), AsrConfig::new(delay), vec![greedy_box()]).unwrap();
+    let mut got = Vec::new();
+    for (step, (frame, input)) in frames.iter().zip(inputs).enumerate() {
+        assert_eq!(frame.len(), codebooks);
+        let codes = Tensor::from_slice(frame, (1, codebooks, 1), &Device::Cpu).unwrap();
+        got.extend(asr.step_tokens(&codes).unwrap());
+        let seen = asr.last_inputs().expect("a step ran");
+        assert_eq!(
+            seen.text,
+            tokens(&input["text_in"]),
+            "text input, step {step}"
+        );
+        let audio: Vec<u32> = seen.audio.iter().map(|column| column[0]).collect();
+        assert_eq!(
+            audio,
+            tokens(&input["audio_in"]),
+            "audio input, step {step}"
+        );
+    }
+    assert_eq!(asr.model_step_idx(), frames.len());
+    assert_messages_match(&got, &want);
+
+    // All frames in one call: the same messages.
+    let mut asr = AsrState::greedy(model, AsrConfig::new(delay), 1).unwrap();
+    let flat: Vec<u32> = (0..codebooks)
+        .flat_map(|k| frames.iter().map(move |frame| frame[k]))
+        .collect();
+    let codes = Tensor::from_vec(flat, (1, codebooks, frames.len()), &Device::Cpu).unwrap();
+    assert_messages_match(&asr.step_tokens(&codes).unwrap(), &want);
+}
+
+/// moshi's streaming TTS state (`tts_streaming::State`, greedy text and audio, no
+/// cross-attention) driven word by word as Kyutai's streaming server drives it: the text token
+/// of every step, the text and audio tables and the audio frame after every step.
+#[test]
+fn tts_streaming_greedy() {
+    let fx = Fixtures::load();
+    let recorded = fx.out("/tts_streaming_greedy");
+    let config: TtsConfig =
+        serde_json::from_value(recorded["config"].clone()).expect("moshi's tts_streaming config");
+    let words: Vec<Vec<u32>> = recorded["words"]
+        .as_array()
+        .expect("words")
+        .iter()
+        .map(tokens)
+        .collect();
+    let want_text = tokens(&recorded["text_tokens"]);
+    let want_text_table = tokens(&recorded["text_tokens_table"]);
+    let want_audio_table: Vec<Vec<u32>> = recorded["audio_tokens_table"]
+        .as_array()
+        .expect("audio_tokens_table")
+        .iter()
+        .map(tokens)
+        .collect();
+    let want_last: Vec<Option<Vec<u32>>> = recorded["last_audio_tokens_per_step"]
+        .as_array()
+        .expect("last_audio_tokens_per_step")
+        .iter()
+        .map(|v| (!v.is_null()).then(|| tokens(v)))
+        .collect();
+
+    let model = fx.model("tts_lm", "tiny_tts.safetensors");
+    let state = TtsState::new(model, config, Samplers::greedy()).unwrap();
+    let mut stream = TtsStream::new(state);
+    for word in words {
+        stream.push_word(word).unwrap();
+    }
+    stream.finish();
+    let (mut text, mut last) = (Vec::new(), Vec::new());
+    loop {
+        match stream.step().unwrap() {
+            TtsEvent::Step {
+                text_token,
+                audio_tokens,
+            } => {
+                text.push(text_token);
+                last.push(audio_tokens);
+            }
+            TtsEvent::Finished => break,
+            TtsEvent::NeedsText => panic!("the text has ended, the stream must not wait"),
+        }
+    }
+    assert_eq!(text, want_text, "text token of each step");
+    assert_eq!(last, want_last, "audio frame after each step");
+    let state = stream.state();
+    assert_eq!(state.text_tokens(), want_text_table, "text table");
+    // moshi marks positions not generated yet with u32::MAX.
+    let audio_table: Vec<Vec<u32>> = state
+        .audio_tokens()
+        .iter()
+        .map(|row| row.iter().map(|t| t.unwrap_or(u32::MAX)).collect())
+        .collect();
+    assert_eq!(audio_table, want_audio_table, "audio table");
 }

@@ -7,85 +7,15 @@
 //! hard-coded here. Logits and hidden states must agree within 1e-4, tokens exactly. Greedy
 //! decoding goes through the sampling crate's greedy sampler, behind the `Sampler` trait.
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, IndexOp, Tensor};
-use kyutai::{LmConfig, LmModel, TensorKind};
+use kyutai::{LmModel, TensorKind};
 use kyutai_sampling::{BoxSampler, SamplingConfig};
 use serde_json::Value;
 
+mod common;
+use common::fixtures::{floats, uints, Fixtures};
+
 const TOLERANCE: f32 = 1e-4;
-
-struct Fixtures {
-    dir: PathBuf,
-    config: Value,
-    outputs: Value,
-}
-
-impl Fixtures {
-    fn load() -> Self {
-        let dir = match std::env::var_os("KYUTAI_PARITY_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/moshi-0.6.4"),
-        };
-        let read = |name: &str| -> Value {
-            let path = dir.join(name);
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("cannot parse {}: {e}", path.display()))
-        };
-        Self {
-            config: read("tiny_config.json"),
-            outputs: read("tiny_outputs.json"),
-            dir,
-        }
-    }
-
-    /// The configuration stored under `key` (`multistream_lm`, `lowrank_lm`, `tts_lm`, `asr_lm`).
-    fn lm_config(&self, key: &str) -> LmConfig {
-        let value = self
-            .config
-            .get(key)
-            .unwrap_or_else(|| panic!("tiny_config.json has no `{key}`"));
-        LmConfig::from_json_str(&value.to_string())
-            .unwrap_or_else(|e| panic!("config `{key}`: {e}"))
-    }
-
-    fn model(&self, key: &str, file: &str) -> LmModel {
-        LmModel::load(
-            &self.lm_config(key),
-            self.dir.join(file),
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap_or_else(|e| panic!("loading {file}: {e}"))
-    }
-
-    fn out(&self, pointer: &str) -> &Value {
-        self.outputs
-            .pointer(pointer)
-            .unwrap_or_else(|| panic!("tiny_outputs.json has no `{pointer}`"))
-    }
-}
-
-fn floats(value: &Value) -> Vec<f32> {
-    value
-        .as_array()
-        .expect("an array of numbers")
-        .iter()
-        .map(|v| v.as_f64().expect("a number") as f32)
-        .collect()
-}
-
-fn uints(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .expect("an array of integers")
-        .iter()
-        .map(|v| u32::try_from(v.as_u64().expect("an integer")).expect("a u32"))
-        .collect()
-}
 
 fn uint(value: &Value) -> u32 {
     u32::try_from(value.as_u64().expect("an integer")).expect("a u32")
