@@ -6,6 +6,8 @@
 //!
 //! * [`LogitsProcessorSampler`] wraps candle-transformers' `LogitsProcessor`: the same tokens for
 //!   the same seed, with every parameter and every logits vector validated.
+//! * [`NativeSampler`] draws from exactly the same distributions in O(vocab), without sorting or
+//!   allocating, from a portable seeded stream.
 //! * [`RepetitionPenalty`] decorates any sampler with candle's repetition penalty.
 //! * [`SamplingConfig`] describes a sampler as plain data, with presets
 //!   ([`SamplingConfig::default`], [`greedy`](SamplingConfig::greedy),
@@ -51,6 +53,7 @@ mod config;
 mod error;
 mod logits;
 mod logits_processor;
+mod native;
 mod params;
 mod repetition_penalty;
 mod sampler;
@@ -60,5 +63,6 @@ pub use config::SamplingConfig;
 pub use error::SamplingError;
 pub use logits::validate_logits;
 pub use logits_processor::LogitsProcessorSampler;
+pub use native::NativeSampler;
 pub use repetition_penalty::RepetitionPenalty;
-pub use sampler::{BoxSampler, Sampler, SamplerExt};
+pub use sampler::{greedy, BoxSampler, Sampler, SamplerExt};

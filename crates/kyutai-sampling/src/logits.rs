@@ -61,6 +61,23 @@ pub(crate) fn with_f32_slice<R>(
     f(scratch)
 }
 
+/// Checks the shape and dtype of `logits` (as [`check_tensor`]) and calls `f` on its values as
+/// f32. A contiguous CPU f32 tensor, `[V]` or `[1, V]`, is read in place without creating any
+/// tensor (so without allocating); other dtypes are converted first and other layouts or devices
+/// copied into `scratch`, as in [`with_f32_slice`].
+pub(crate) fn with_logits<R>(
+    logits: &Tensor,
+    scratch: &mut Vec<f32>,
+    f: impl FnOnce(&[f32]) -> Result<R, SamplingError>,
+) -> Result<R, SamplingError> {
+    check_tensor(logits)?;
+    if logits.dtype() == DType::F32 {
+        with_f32_slice(logits, scratch, f)
+    } else {
+        with_f32_slice(&logits.to_dtype(DType::F32)?, scratch, f)
+    }
+}
+
 /// Copies the values of `logits` (any accepted shape and float dtype) into `out` as f32.
 #[cfg(test)]
 fn copy_to_host(logits: &Tensor, out: &mut Vec<f32>) -> Result<(), SamplingError> {
@@ -104,7 +121,9 @@ pub(crate) fn max_logit(logits: &[f32]) -> Result<f32, SamplingError> {
         max[0] = if x > max[0] { x } else { max[0] };
         nan[0] |= u32::from(x.is_nan());
     }
-    let max = max.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let max = max
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     if nan.iter().any(|&n| n != 0) || max == f32::INFINITY {
         if let Some((index, &value)) = logits
             .iter()
@@ -162,10 +181,7 @@ mod tests {
     fn validation_in_the_remainder() {
         // 17 elements: index 16 sits in the remainder of the 16-lane loop.
         let mut v = vec![f32::NEG_INFINITY; 17];
-        assert!(matches!(
-            validate_logits(&v),
-            Err(SamplingError::AllMasked)
-        ));
+        assert!(matches!(validate_logits(&v), Err(SamplingError::AllMasked)));
         v[16] = 1.0;
         assert!(validate_logits(&v).is_ok());
         v[16] = f32::NAN;

@@ -149,6 +149,21 @@ impl<S: Sampler + ?Sized> Sampler for &mut S {
 /// A type-erased sampler, the form generation code stores.
 pub type BoxSampler = Box<dyn Sampler>;
 
+/// A boxed greedy sampler: the largest logit, the lowest index on ties, with the same
+/// validation as every other sampler. It draws no random numbers and cannot fail to build.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+///
+/// let mut sampler = kyutai_sampling::greedy();
+/// let logits = Tensor::new(&[0.5f32, 2.0, 2.0, -1.0], &Device::Cpu)?;
+/// assert_eq!(sampler.sample(&logits, &[])?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn greedy() -> BoxSampler {
+    Box::new(crate::LogitsProcessorSampler::greedy())
+}
+
 /// Combinators available on every [`Sampler`].
 ///
 /// ```

@@ -1,7 +1,7 @@
 //! [`Samplers`]: the samplers a generation path holds, one for the text stream and one or more
 //! for the audio codebooks.
 
-use kyutai_sampling::{BoxSampler, LogitsProcessorSampler, Sampler, Sampling, SamplingConfig};
+use kyutai_sampling::{BoxSampler, Sampler, Sampling, SamplingConfig};
 
 use crate::{Error, Result};
 
@@ -66,7 +66,7 @@ impl Samplers {
     }
 
     /// Builds the text sampler from `text` and the shared audio sampler from `audio`
-    /// ([`SamplingConfig::build`]: candle's `LogitsProcessor` behind the trait).
+    /// ([`SamplingConfig::build`]: the sampling crate's adapter over candle's sampler).
     ///
     /// # Errors
     ///
@@ -206,7 +206,7 @@ pub fn moshi_audio_config(seed: u64) -> SamplingConfig {
 
 /// A greedy sampler (`ArgMax`, lowest index on ties).
 pub fn greedy_sampler() -> BoxSampler {
-    Box::new(LogitsProcessorSampler::greedy())
+    kyutai_sampling::greedy()
 }
 
 #[cfg(test)]

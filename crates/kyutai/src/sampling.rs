@@ -147,7 +147,7 @@ mod tests {
     }
 
     #[test]
-    fn greedy_sampling_through_the_trait_takes_the_argmax() {
+    fn greedy_sampling_through_the_trait_takes_the_largest_logit() {
         let mut greedy = SamplingConfig::greedy().build().unwrap();
         let logits = Tensor::new(&[[0.5f32, -1.0, 4.0, 3.9]], &Device::Cpu).unwrap();
         assert_eq!(sample_logits(&logits, greedy.as_mut(), &[]).unwrap(), 2);

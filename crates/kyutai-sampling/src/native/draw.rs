@@ -1,0 +1,139 @@
+//! Turning random bits into tokens: uniform numbers, the two-level inverse-CDF walk over block
+//! sums, and Gumbel noise.
+
+use rand::RngCore;
+
+use super::weights::BLOCK;
+
+/// A uniform number in `[0, 1)` from the top 53 bits of one `u64` of the stream.
+pub(crate) fn unit(rng: &mut impl RngCore) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// A standard Gumbel variate, `-ln(-ln u)` with `u` uniform in the open interval `(0, 1)` (the
+/// 53-bit grid shifted by half a step), from one `u64` of the stream. Unlike candle, the uniform
+/// is not clipped, so the noise has its full range.
+pub(crate) fn gumbel(rng: &mut impl RngCore) -> f64 {
+    let u = ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+    -(-u.ln()).ln()
+}
+
+/// Draws index `i` with probability `weights[i] / total`, where `sums` holds the sums of the
+/// [`BLOCK`]s of `weights` and `total` their sum; `u` is uniform in `[0, 1)`.
+///
+/// The walk finds the block first, then the token in it, accumulating in f64. A token of weight
+/// 0 is never returned: should rounding carry the target past the last token of a block, the
+/// block's last positive-weight token is returned. `None` only when every weight is 0.
+pub(crate) fn from_blocks(weights: &[f32], sums: &[f64], total: f64, u: f64) -> Option<usize> {
+    let mut target = u * total;
+    let mut last = None;
+    for (b, &sum) in sums.iter().enumerate() {
+        if sum > 0.0 {
+            last = Some(b);
+            if target < sum {
+                return within(weights, b, target);
+            }
+            target -= sum;
+        }
+    }
+    // Rounding carried the target past the end: take the last block with any weight.
+    last.and_then(|b| within(weights, b, f64::INFINITY))
+}
+
+/// The token of block `b` at which the running sum of its weights first exceeds `target`, or the
+/// block's last positive-weight token when it never does.
+fn within(weights: &[f32], b: usize, target: f64) -> Option<usize> {
+    let start = b * BLOCK;
+    let block = weights.get(start..(start + BLOCK).min(weights.len()))?;
+    let mut acc = 0.0f64;
+    let mut last = None;
+    for (i, &w) in block.iter().enumerate() {
+        if w > 0.0 {
+            acc += f64::from(w);
+            last = Some(start + i);
+            if acc > target {
+                return last;
+            }
+        }
+    }
+    last
+}
+
+/// Gumbel-max over the weights, drawn in two levels: a Gumbel variate per block offset by the
+/// log of the block's sum picks the block, then a Gumbel variate per token offset by the log of
+/// its weight picks the token in it.
+///
+/// By the max-stability of the Gumbel law, the maximum of `ln w_i + g_i` over a block is itself
+/// `ln(sum of the block) + g` for a fresh Gumbel `g`, and which token attains it is independent
+/// of its value; so this is the argmax of `ln w_i + g_i` over the whole vocabulary, in law, with
+/// `V / BLOCK + BLOCK` variates instead of `V`. Tokens of weight 0 never win. `None` only when
+/// every weight is 0.
+pub(crate) fn gumbel_max(weights: &[f32], sums: &[f64], rng: &mut impl RngCore) -> Option<usize> {
+    let mut best: Option<(f64, usize)> = None;
+    for (b, &sum) in sums.iter().enumerate() {
+        if sum > 0.0 {
+            let key = sum.ln() + gumbel(rng);
+            if best.is_none_or(|(k, _)| key > k) {
+                best = Some((key, b));
+            }
+        }
+    }
+    let (_, b) = best?;
+    let start = b * BLOCK;
+    let block = weights.get(start..(start + BLOCK).min(weights.len()))?;
+    let mut winner: Option<(f64, usize)> = None;
+    for (i, &w) in block.iter().enumerate() {
+        if w > 0.0 {
+            let key = f64::from(w).ln() + gumbel(rng);
+            if winner.is_none_or(|(k, _)| key > k) {
+                winner = Some((key, start + i));
+            }
+        }
+    }
+    winner.map(|(_, i)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn sums_of(weights: &[f32]) -> Vec<f64> {
+        weights
+            .chunks(BLOCK)
+            .map(|b| b.iter().map(|&w| f64::from(w)).sum())
+            .collect()
+    }
+
+    #[test]
+    fn the_walk_inverts_the_cdf() {
+        let weights: Vec<f32> = (0..600).map(|i| (i % 3) as f32).collect();
+        let sums = sums_of(&weights);
+        let total: f64 = sums.iter().sum();
+        // Each token i of weight w covers [cum_before, cum_before + w) of [0, total).
+        let mut cum = 0.0;
+        for (i, &w) in weights.iter().enumerate() {
+            if w > 0.0 {
+                for frac in [0.25, 0.5, 0.75] {
+                    let u = (cum + frac * f64::from(w)) / total;
+                    assert_eq!(from_blocks(&weights, &sums, total, u), Some(i));
+                }
+            }
+            cum += f64::from(w);
+        }
+        // Past the end: the last positive-weight token, never a zero-weight one.
+        assert_eq!(from_blocks(&weights, &sums, total, 1.0), Some(599));
+        assert_eq!(from_blocks(&[0.0; 10], &[0.0], 0.0, 0.3), None);
+    }
+
+    #[test]
+    fn uniforms_cover_their_ranges() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for _ in 0..1000 {
+            let u = unit(&mut rng);
+            assert!((0.0..1.0).contains(&u));
+            assert!(gumbel(&mut rng).is_finite());
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! [`NativeSampler`]: candle's sampling distributions, drawn in O(vocab) without sorting,
+//! without allocating and from a portable, seeded random stream.
+
+mod draw;
+mod select;
+mod view;
+mod weights;
+
+use candle_core::Tensor;
+use candle_transformers::generation::Sampling;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::logits::with_logits;
+use crate::params::{check_sampling, sampling_from_options};
+use crate::{Sampler, SamplingError};
+use select::{by_rank, gather_groups, top_k_floor, Candidate, Gather, GroupScan, Scan, GROUP};
+use view::{normalise_edits, EditBuffer, View};
+use weights::{scale, weight, StoreWeights, SumWeights, BLOCK};
+
+/// A sampler that draws from exactly the distributions of candle's `LogitsProcessor`, for every
+/// [`Sampling`] variant, at a fraction of the cost, from its own seeded random stream.
+///
+/// # Distributions
+///
+/// With `w_i = exp((x_i - max) / T)` the unnormalised softmax weight of logit `x_i` at
+/// temperature `T`, and *rank order* meaning decreasing probability:
+///
+/// * `ArgMax`: the largest logit; **ties go to the lowest index** (as candle).
+/// * `All { T }`: token `i` with probability `w_i / Σw`.
+/// * `TopK { k, T }`: the `k` largest logits, then `All` over them. **Ties at the k-th value go
+///   to the lowest indices** (candle keeps an unspecified subset of the tied tokens; each tied
+///   token has the same probability either way). `k >= vocab` is `All`.
+/// * `TopP { p, T }`: the nucleus, i.e. the tokens whose preceding mass in rank order is below
+///   `p`: the smallest prefix in rank order whose mass reaches `p`, the token that crosses `p`
+///   included. Then `All` over it. **Equal probabilities rank by lowest index first**, so a tie
+///   that straddles the boundary keeps its lowest indices (this is candle's rule too: its sort is
+///   stable). As in candle, `p` is rounded to f32 and `p >= 1` is `All`.
+/// * `TopKThenTopP { k, p, T }`: candle's rule, which measures `p` against the probabilities of
+///   the whole vocabulary, not renormalised over the top `k`: among the top `k` (ties as in
+///   `TopK`), keep those whose preceding mass (in rank order, ties by lowest index) is below `p`;
+///   when the top `k` hold less than `p` of the mass, all `k` are kept. `k >= vocab` is `TopP`.
+///   (candle orders tied top-k tokens in an unspecified way; here the lowest index ranks first.)
+/// * `GumbelSoftmax { T }`: exact Gumbel-max, the argmax of `ln w_i + g_i` with standard Gumbel
+///   noise `g_i`, whose law is `All`. The noise comes from this sampler's seeded stream, so the
+///   variant is reproducible (candle's is not, and clips its noise to `[-2.8, 6.9]`, which
+///   slightly distorts the distribution). It is drawn in two levels (one variate per block of
+///   256 tokens, then one per token of the winning block), which max-stability makes equal in
+///   law to one variate per token.
+///
+/// Tokens of probability 0 are never drawn: `-inf` logits, and logits more than
+/// `127 ln 2 ≈ 88.0` temperatures below the maximum, whose weight (below `2^-127` of the
+/// maximum's) is computed as exactly 0. Probabilities are computed in f32 with a polynomial
+/// exponential as accurate as candle's f32 softmax (relative error about 2e-7 for the likely
+/// tokens, and weights below `2^-125` of the maximum's are only bounded, not accurate), and the
+/// cumulative masses that decide the nucleus are summed in f64, so a nucleus boundary may differ
+/// from candle's only when a cumulative mass lies within f32 rounding of `p`. Temperatures are
+/// valid down to about `4e-39` and up to about `1e45`, beyond which they act as those bounds.
+///
+/// # Cost
+///
+/// Every variant is O(vocab) with no sort of the vocabulary, validation fused into the first
+/// pass:
+///
+/// * `ArgMax`: a pass for the maximum, then a search that stops at its first occurrence;
+/// * `TopK`: a pass that also records the maximum of every group of 64 tokens, then a threshold
+///   search through only the groups whose maximum can be among the top `k`;
+/// * `All` and `GumbelSoftmax`: a pass for the maximum, then one that writes the weights and
+///   their sums per block of 256 tokens; the draw walks the block sums, then one block;
+/// * `TopP`: the same, then rejection sampling against the full distribution, which is exact and
+///   needs a (usually partial) pass over the weights to test a drawn token's membership;
+/// * `TopKThenTopP`: `TopK`'s two passes, then one that sums the weights.
+///
+/// Loops are written to be vectorised by the compiler in portable code. Contiguous CPU f32
+/// tensors (`[V]` or `[1, V]`) are read in place, and buffers are kept from call to call, so after
+/// the first call a sampler allocates nothing on that input. Other dtypes and devices are first
+/// converted, as the adapter does.
+///
+/// [`Sampler::sample_edited`] is implemented natively: [`RepetitionPenalty`](crate::RepetitionPenalty)
+/// over a `NativeSampler` costs O(context) on top of the bare engine, and draws the very token the
+/// engine would draw from a patched copy of the logits.
+///
+/// # Reproducibility
+///
+/// The random stream is [`rand_chacha::ChaCha8Rng`] seeded with `seed_from_u64(seed)`, whose
+/// output rand_chacha documents as portable. Draws take 64-bit words from it (none for `ArgMax`,
+/// one for `All`, `TopK` and `TopKThenTopP`, one per try for `TopP`, one per block and per token of
+/// the winning block for `GumbelSoftmax`), and all the arithmetic that turns logits and random
+/// words into a token is IEEE f32/f64 in a fixed order. So:
+///
+/// * the same seed, sampling and sequence of logits give the same tokens on every platform and
+///   build (`GumbelSoftmax` aside, which takes logarithms from the platform's math library and
+///   could differ in rare cases between platforms);
+/// * [`reset`](Sampler::reset) restarts the stream: the same calls then replay the same tokens;
+/// * the stream is pinned by this crate's tests: a change to it is a breaking change, noted in
+///   the changelog.
+///
+/// Streams differ from candle's for the same seed (candle uses `StdRng` and draws differently);
+/// distributions do not.
+///
+/// # Errors
+///
+/// The same as [`LogitsProcessorSampler`](crate::LogitsProcessorSampler): invalid parameters at
+/// construction, and empty logits, wrong ranks, integer dtypes, NaN or `+inf` logits (with the
+/// first offending index) and all-`-inf` logits at every call. Edited values are checked like
+/// any other logit.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use kyutai_sampling::{NativeSampler, Sampler, SamplerExt, Sampling};
+///
+/// let logits = Tensor::new(&[1.0f32, 3.0, 0.5, 2.0, f32::NEG_INFINITY], &Device::Cpu)?;
+/// let mut sampler = NativeSampler::from_sampling(42, Sampling::TopK { k: 2, temperature: 1.0 })?;
+/// let first: Vec<u32> = (0..8).map(|_| sampler.sample(&logits, &[])).collect::<Result<_, _>>()?;
+/// assert!(first.iter().all(|&t| t == 1 || t == 3));
+///
+/// // Same seed, same stream.
+/// sampler.reset();
+/// let again: Vec<u32> = (0..8).map(|_| sampler.sample(&logits, &[])).collect::<Result<_, _>>()?;
+/// assert_eq!(first, again);
+///
+/// // Decorators compose without copying the vocabulary.
+/// let mut penalised = NativeSampler::from_sampling(42, Sampling::ArgMax)?
+///     .with_repetition_penalty(4.0, 64)?;
+/// assert_eq!(penalised.sample(&logits, &[1])?, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct NativeSampler {
+    seed: u64,
+    sampling: Sampling,
+    mode: Mode,
+    rng: ChaCha8Rng,
+    work: Workspace,
+    /// Host copy of logits that cannot be read in place.
+    host: Vec<f32>,
+}
+
+/// The parameters of a [`Sampling`], checked and preprocessed.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    ArgMax,
+    All { scale: f32 },
+    TopK { k: usize, scale: f32 },
+    TopP { p: f64, scale: f32 },
+    TopKThenTopP { k: usize, p: f64, scale: f32 },
+    Gumbel { scale: f32 },
+}
+
+impl Mode {
+    fn new(sampling: &Sampling) -> Self {
+        match *sampling {
+            Sampling::ArgMax => Self::ArgMax,
+            Sampling::All { temperature } => Self::All {
+                scale: scale(temperature),
+            },
+            Sampling::TopK { k, temperature } => Self::TopK {
+                k,
+                scale: scale(temperature),
+            },
+            Sampling::TopP { p, temperature } => Self::TopP {
+                p,
+                scale: scale(temperature),
+            },
+            Sampling::TopKThenTopP { k, p, temperature } => Self::TopKThenTopP {
+                k,
+                p,
+                scale: scale(temperature),
+            },
+            Sampling::GumbelSoftmax { temperature } => Self::Gumbel {
+                scale: scale(temperature),
+            },
+        }
+    }
+}
+
+/// Buffers kept from call to call.
+#[derive(Clone, Default)]
+struct Workspace {
+    /// One weight per token (`All`, `TopP`, `GumbelSoftmax`).
+    weights: Vec<f32>,
+    /// The sums of the [`BLOCK`]s of `weights`.
+    sums: Vec<f64>,
+    /// Top-k candidates, or the nucleus fallback's.
+    candidates: Vec<Candidate>,
+    /// The top-k selection buffer.
+    keys: Vec<u64>,
+    /// The maximum of each group of tokens (top-k).
+    groups: Vec<f32>,
+    /// Scratch for selecting among the group maxima.
+    floor: Vec<f32>,
+    /// Edits that needed sorting.
+    edits: EditBuffer,
+}
+
+impl NativeSampler {
+    /// A sampler for `sampling`, seeded with `seed`.
+    ///
+    /// # Errors
+    ///
+    /// [`SamplingError::InvalidParameter`] when a temperature is not finite and > 0, `k` is 0, or
+    /// `p` is outside `(0, 1]`, exactly as [`LogitsProcessorSampler::from_sampling`].
+    ///
+    /// [`LogitsProcessorSampler::from_sampling`]: crate::LogitsProcessorSampler::from_sampling
+    pub fn from_sampling(seed: u64, sampling: Sampling) -> Result<Self, SamplingError> {
+        check_sampling(&sampling)?;
+        Ok(Self {
+            seed,
+            mode: Mode::new(&sampling),
+            sampling,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            work: Workspace::default(),
+            host: Vec::new(),
+        })
+    }
+
+    /// candle's `LogitsProcessor::new` mapping, as
+    /// [`LogitsProcessorSampler::new`](crate::LogitsProcessorSampler::new): no temperature, or one
+    /// below `1e-7`, means `ArgMax`; otherwise `TopP` when `top_p` is given and `All` when not.
+    ///
+    /// # Errors
+    ///
+    /// A NaN or `+inf` temperature, or a `top_p` outside `(0, 1]`.
+    pub fn new(
+        seed: u64,
+        temperature: Option<f64>,
+        top_p: Option<f64>,
+    ) -> Result<Self, SamplingError> {
+        Self::from_sampling(seed, sampling_from_options(temperature, top_p)?)
+    }
+
+    /// The strategy this sampler draws with.
+    pub fn sampling(&self) -> &Sampling {
+        &self.sampling
+    }
+
+    /// The seed it was built with.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The token for `view`.
+    fn draw(&mut self, view: View<'_>) -> Result<u32, SamplingError> {
+        let len = view.len();
+        if len == 0 {
+            return Err(SamplingError::EmptyLogits);
+        }
+        if len - 1 > u32::MAX as usize {
+            // Token ids are u32: such a vocabulary cannot be sampled.
+            return Err(SamplingError::InvalidShape { shape: vec![len] });
+        }
+        let rng = &mut self.rng;
+        let work = &mut self.work;
+        let token = match self.mode {
+            Mode::ArgMax => return select::argmax(&view),
+            Mode::All { scale } => all(work, &view, scale, rng)?,
+            Mode::TopK { k, scale } if k >= len => all(work, &view, scale, rng)?,
+            Mode::TopK { k, scale } => top_k(work, &view, k, scale, rng)?,
+            Mode::TopP { p, scale } => top_p(work, &view, p, scale, rng)?,
+            Mode::TopKThenTopP { k, p, scale } if k >= len => top_p(work, &view, p, scale, rng)?,
+            Mode::TopKThenTopP { k, p, scale } => top_k_top_p(work, &view, k, p, scale, rng)?,
+            Mode::Gumbel { scale } => {
+                let (weights, sums, _) = dense(work, &view, scale)?;
+                draw::gumbel_max(weights, sums, rng)
+            }
+        };
+        // `None` would mean that no token has a positive weight, which validation rules out
+        // (the maximum weighs 1).
+        token.map(|t| t as u32).ok_or(SamplingError::AllMasked)
+    }
+}
+
+/// Validates `view`, then fills the workspace with its weights and block sums; returns them and
+/// their total.
+fn dense<'w>(
+    work: &'w mut Workspace,
+    view: &View<'_>,
+    scale: f32,
+) -> Result<(&'w [f32], &'w [f64], f64), SamplingError> {
+    let mut scan = Scan::new();
+    view.visit(&mut scan);
+    let max = scan.finish(view)?;
+    let len = view.len();
+    let blocks = len.div_ceil(BLOCK);
+    if work.weights.len() < len {
+        work.weights.resize(len, 0.0);
+    }
+    if work.sums.len() < blocks {
+        work.sums.resize(blocks, 0.0);
+    }
+    let weights = &mut work.weights[..len];
+    let sums = &mut work.sums[..blocks];
+    let mut store = StoreWeights::new(max, scale, weights, sums);
+    view.visit(&mut store);
+    store.finish();
+    let total = sums.iter().sum();
+    Ok((weights, sums, total))
+}
+
+/// `All`: one inverse-CDF draw over the block sums.
+fn all(
+    work: &mut Workspace,
+    view: &View<'_>,
+    scale: f32,
+    rng: &mut ChaCha8Rng,
+) -> Result<Option<usize>, SamplingError> {
+    let (weights, sums, total) = dense(work, view, scale)?;
+    Ok(draw::from_blocks(weights, sums, total, draw::unit(rng)))
+}
+
+/// `TopP` with `p < 1` (rejection against the full distribution), or `All` for `p >= 1`.
+fn top_p(
+    work: &mut Workspace,
+    view: &View<'_>,
+    p: f64,
+    scale: f32,
+    rng: &mut ChaCha8Rng,
+) -> Result<Option<usize>, SamplingError> {
+    if p >= 1.0 {
+        return all(work, view, scale, rng);
+    }
+    let mut candidates = std::mem::take(&mut work.candidates);
+    // The exact fallback may need one slot per token: reserve them on the first call rather than
+    // on the first fallback, so that later calls never allocate.
+    candidates.clear();
+    candidates.reserve(view.len());
+    let result = dense(work, view, scale).map(|(weights, sums, total)| {
+        // candle compares f32 cumulative probabilities with `p as f32`.
+        let limit = f64::from(p as f32) * total;
+        select::nucleus(weights, sums, total, limit, rng, &mut candidates)
+    });
+    work.candidates = candidates;
+    result
+}
+
+/// `TopK` with `k` below the vocabulary: one threshold scan, then a draw among the `k`.
+/// Validates `view` and finds its `k` best-ranked logits (best first) into the workspace: a scan
+/// that also records the maximum of every group of tokens, then a threshold search through the
+/// groups whose maximum can be in the top `k`. Returns them and the largest logit.
+fn top_candidates<'w>(
+    work: &'w mut Workspace,
+    view: &View<'_>,
+    k: usize,
+) -> Result<(&'w mut Vec<Candidate>, f32), SamplingError> {
+    let Workspace {
+        candidates,
+        keys,
+        groups,
+        floor,
+        ..
+    } = work;
+    let count = view.len().div_ceil(GROUP);
+    if groups.len() < count {
+        groups.resize(count, 0.0);
+    }
+    let groups = &mut groups[..count];
+    let mut scan = GroupScan::new(groups);
+    view.visit(&mut scan);
+    let max = scan.finish(view)?;
+    let floor = top_k_floor(groups, k, floor);
+    let mut gather = Gather::new(k, floor, keys, candidates);
+    gather_groups(view, groups, floor, &mut gather);
+    Ok((gather.finish(view)?, max))
+}
+
+/// `TopK` with `k` below the vocabulary: the top `k`, then a draw among them.
+fn top_k(
+    work: &mut Workspace,
+    view: &View<'_>,
+    k: usize,
+    scale: f32,
+    rng: &mut ChaCha8Rng,
+) -> Result<Option<usize>, SamplingError> {
+    let (top, max) = top_candidates(work, view, k)?;
+    let total: f64 = top
+        .iter()
+        .map(|&(x, _)| f64::from(weight(x, max, scale)))
+        .sum();
+    let target = draw::unit(rng) * total;
+    Ok(walk(
+        top.iter().map(|&(x, token)| (weight(x, max, scale), token)),
+        target,
+    ))
+}
+
+/// `TopKThenTopP` with `k` below the vocabulary: the top `k`, the total weight of the vocabulary
+/// by a second pass, then candle's rule on the `k`.
+fn top_k_top_p(
+    work: &mut Workspace,
+    view: &View<'_>,
+    k: usize,
+    p: f64,
+    scale: f32,
+    rng: &mut ChaCha8Rng,
+) -> Result<Option<usize>, SamplingError> {
+    let (top, max) = top_candidates(work, view, k)?;
+    let mut sum = SumWeights::new(max, scale);
+    view.visit(&mut sum);
+    let total = sum.finish();
+    // From logits to weights; rank order by probability (distinct logits may round to equal
+    // weights, which then rank by index).
+    for candidate in top.iter_mut() {
+        candidate.0 = weight(candidate.0, max, scale);
+    }
+    top.sort_unstable_by(by_rank);
+    let limit = f64::from(p as f32) * total;
+    let mut kept = 0;
+    let mut mass = 0.0f64;
+    for &(w, _) in top.iter() {
+        if mass >= limit {
+            break;
+        }
+        mass += f64::from(w);
+        kept += 1;
+    }
+    let target = draw::unit(rng) * mass;
+    Ok(walk(top.iter().take(kept).copied(), target))
+}
+
+/// The first candidate at which the running sum of weights exceeds `target`, or the last
+/// positive-weight candidate if rounding carries the target past the end.
+fn walk(candidates: impl Iterator<Item = (f32, u32)>, target: f64) -> Option<usize> {
+    let mut acc = 0.0f64;
+    let mut last = None;
+    for (w, token) in candidates {
+        if w > 0.0 {
+            acc += f64::from(w);
+            last = Some(token as usize);
+            if acc > target {
+                break;
+            }
+        }
+    }
+    last
+}
+
+impl Sampler for NativeSampler {
+    fn sample(&mut self, logits: &Tensor, _history: &[u32]) -> Result<u32, SamplingError> {
+        let mut host = std::mem::take(&mut self.host);
+        let token = with_logits(logits, &mut host, |values| self.draw(View::plain(values)));
+        self.host = host;
+        token
+    }
+
+    fn sample_slice(&mut self, logits: &[f32], _history: &[u32]) -> Result<u32, SamplingError> {
+        self.draw(View::plain(logits))
+    }
+
+    /// Draws the token [`sample_slice`](Sampler::sample_slice) would draw from a copy of `logits`
+    /// with `edits` applied (bit for bit: same stream, same token), without making that copy:
+    /// only the 16-value chunks that hold an edit are patched, on the stack, as they are read.
+    fn sample_edited(
+        &mut self,
+        logits: &[f32],
+        edits: &[(u32, f32)],
+        _history: &[u32],
+    ) -> Result<u32, SamplingError> {
+        let mut buffer = std::mem::take(&mut self.work.edits);
+        let token = {
+            let edits = normalise_edits(edits, logits.len(), &mut buffer);
+            self.draw(View::edited(logits, edits))
+        };
+        self.work.edits = buffer;
+        token
+    }
+
+    fn reset(&mut self) {
+        self.rng = ChaCha8Rng::seed_from_u64(self.seed);
+    }
+}
+
+impl std::fmt::Debug for NativeSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeSampler")
+            .field("seed", &self.seed)
+            .field("sampling", &self.sampling)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,810 @@
+//! Finding things without sorting the vocabulary: the maximum (one pass, fused with validation),
+//! the top k (a pass that also records the maximum of every group of tokens, then a search with a
+//! rising threshold through the groups that can hold a top-k logit), and the nucleus (rejection
+//! against the full distribution, with an exact weighted quickselect as fallback).
+//!
+//! Rank order, used everywhere: a larger value ranks first, and among equal values the lower
+//! index ranks first.
+
+use std::cmp::Ordering;
+
+use super::draw;
+use super::view::{View, Visit, LANES};
+use super::weights::BLOCK;
+use crate::SamplingError;
+
+/// `(value, token)`: a candidate token with its logit or weight.
+pub(crate) type Candidate = (f32, u32);
+
+/// Rank order on candidates (values are never NaN here).
+pub(crate) fn by_rank(a: &Candidate, b: &Candidate) -> Ordering {
+    b.0.partial_cmp(&a.0)
+        .unwrap_or(Ordering::Equal)
+        .then(a.1.cmp(&b.1))
+}
+
+/// Whether `(value, index)` `a` ranks strictly before `b`.
+fn ranks_before(a: (f32, usize), b: (f32, usize)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+/// The error for a view in which the scan found a NaN or `+inf`.
+fn invalid(view: &View<'_>) -> SamplingError {
+    match view.first_invalid() {
+        Some((index, value)) => SamplingError::NonFiniteLogit { index, value },
+        // Unreachable: the scan only reports values this finds.
+        None => SamplingError::NonFiniteLogit {
+            index: 0,
+            value: f32::NAN,
+        },
+    }
+}
+
+/// Validation and maximum in one pass.
+///
+/// NaN is tracked per lane; `+inf` shows up as the maximum. Both are errors.
+pub(crate) struct Scan {
+    nan: [u32; LANES],
+    max: [f32; LANES],
+}
+
+impl Scan {
+    pub(crate) fn new() -> Self {
+        Self {
+            nan: [0; LANES],
+            max: [f32::NEG_INFINITY; LANES],
+        }
+    }
+
+    /// The largest logit, or the view's error.
+    pub(crate) fn finish(self, view: &View<'_>) -> Result<f32, SamplingError> {
+        let max = self.max.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::INFINITY || self.nan.iter().any(|&n| n != 0) {
+            return Err(invalid(view));
+        }
+        if max == f32::NEG_INFINITY {
+            return Err(SamplingError::AllMasked);
+        }
+        Ok(max)
+    }
+}
+
+impl Visit for Scan {
+    #[inline(always)]
+    fn run(&mut self, _start: usize, values: &[f32]) {
+        let (mut nan, mut max) = (self.nan, self.max);
+        for chunk in values.chunks_exact(LANES) {
+            for ((n, m), &x) in nan.iter_mut().zip(max.iter_mut()).zip(chunk) {
+                *n |= u32::from(x.is_nan());
+                // Never NaN: a NaN `x` loses the comparison.
+                *m = if x > *m { x } else { *m };
+            }
+        }
+        (self.nan, self.max) = (nan, max);
+    }
+
+    fn tail(&mut self, _start: usize, values: &[f32]) {
+        for ((n, m), &x) in self.nan.iter_mut().zip(self.max.iter_mut()).zip(values) {
+            *n |= u32::from(x.is_nan());
+            *m = if x > *m { x } else { *m };
+        }
+    }
+}
+
+/// Tokens per group of the group maxima that [`GroupScan`] records.
+pub(crate) const GROUP: usize = 64;
+const _: () = assert!(GROUP % LANES == 0);
+
+/// The larger of `a` and `b` (never NaN here).
+#[inline(always)]
+fn max2(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// The largest of `lanes`, as a tree (vertical maxima of four quarters, then across four).
+#[inline(always)]
+fn lane_max(lanes: &[f32; LANES]) -> f32 {
+    const Q: usize = LANES / 4;
+    let mut quarter = [f32::NEG_INFINITY; Q];
+    for (j, m) in quarter.iter_mut().enumerate() {
+        *m = max2(
+            max2(lanes[j], lanes[j + Q]),
+            max2(lanes[j + 2 * Q], lanes[j + 3 * Q]),
+        );
+    }
+    quarter.iter().fold(f32::NEG_INFINITY, |a, &b| max2(a, b))
+}
+
+/// Validation, the maximum, and the maximum of every [`GROUP`] of tokens, in one pass.
+///
+/// The group maxima bound the top-k search: see [`top_k_floor`].
+pub(crate) struct GroupScan<'a> {
+    nan: [u32; LANES],
+    group: [f32; LANES],
+    /// One slot per group (`len.div_ceil(GROUP)`).
+    out: &'a mut [f32],
+}
+
+impl<'a> GroupScan<'a> {
+    pub(crate) fn new(out: &'a mut [f32]) -> Self {
+        Self {
+            nan: [0; LANES],
+            group: [f32::NEG_INFINITY; LANES],
+            out,
+        }
+    }
+
+    /// The largest logit, or the view's error; the group maxima are in the slice given to
+    /// [`new`](Self::new).
+    pub(crate) fn finish(self, view: &View<'_>) -> Result<f32, SamplingError> {
+        if view.len() % GROUP != 0 {
+            if let Some(last) = self.out.last_mut() {
+                *last = lane_max(&self.group);
+            }
+        }
+        let max = self
+            .out
+            .iter()
+            .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        if max == f32::INFINITY || self.nan.iter().any(|&n| n != 0) {
+            return Err(invalid(view));
+        }
+        if max == f32::NEG_INFINITY {
+            return Err(SamplingError::AllMasked);
+        }
+        Ok(max)
+    }
+}
+
+impl Visit for GroupScan<'_> {
+    #[inline(always)]
+    fn run(&mut self, start: usize, values: &[f32]) {
+        let (mut nan, mut group) = (self.nan, self.group);
+        for (i, chunk) in values.chunks_exact(LANES).enumerate() {
+            for ((n, m), &x) in nan.iter_mut().zip(group.iter_mut()).zip(chunk) {
+                *n |= u32::from(x.is_nan());
+                *m = if x > *m { x } else { *m };
+            }
+            let end = start + (i + 1) * LANES;
+            if end % GROUP == 0 {
+                if let Some(slot) = self.out.get_mut(end / GROUP - 1) {
+                    *slot = lane_max(&group);
+                }
+                group = [f32::NEG_INFINITY; LANES];
+            }
+        }
+        (self.nan, self.group) = (nan, group);
+    }
+
+    fn tail(&mut self, _start: usize, values: &[f32]) {
+        for ((n, m), &x) in self.nan.iter_mut().zip(self.group.iter_mut()).zip(values) {
+            *n |= u32::from(x.is_nan());
+            *m = if x > *m { x } else { *m };
+        }
+    }
+}
+
+/// A lower bound on the `keep` best logits: the `keep`-th largest group maximum (the group
+/// maxima are `keep` distinct logits at least that large), or `-inf` when there are fewer groups.
+/// Groups whose maximum is below it hold no top-k logit and need not be searched.
+pub(crate) fn top_k_floor(groups: &[f32], keep: usize, scratch: &mut Vec<f32>) -> f32 {
+    if keep == 0 || groups.len() < keep {
+        return f32::NEG_INFINITY;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(groups);
+    let (_, kth, _) = scratch
+        .select_nth_unstable_by(keep - 1, |a, b| b.partial_cmp(a).unwrap_or(Ordering::Equal));
+    *kth
+}
+
+/// The largest f32 below `x` (`-inf` stays `-inf`).
+fn just_below(x: f32) -> f32 {
+    if x == f32::NEG_INFINITY || x.is_nan() {
+        f32::NEG_INFINITY
+    } else if x == 0.0 {
+        -f32::from_bits(1)
+    } else if x > 0.0 {
+        f32::from_bits(x.to_bits() - 1)
+    } else {
+        f32::from_bits(x.to_bits() + 1)
+    }
+}
+
+/// Searches `view` for its `keep` best-ranked logits with `gather`, reading only the groups
+/// (consecutive ones merged) whose maximum reaches `floor`.
+pub(crate) fn gather_groups(view: &View<'_>, groups: &[f32], floor: f32, gather: &mut Gather<'_>) {
+    let mut g = 0;
+    while g < groups.len() {
+        if groups.get(g).is_some_and(|&m| m >= floor) {
+            let first = g;
+            while groups.get(g).is_some_and(|&m| m >= floor) {
+                g += 1;
+            }
+            view.visit_range(first * GROUP, g * GROUP, gather);
+        } else {
+            g += 1;
+        }
+    }
+}
+
+/// `ArgMax`: the lowest index of the largest logit (a scan, then a search that stops at the
+/// first hit), or the view's error.
+pub(crate) fn argmax(view: &View<'_>) -> Result<u32, SamplingError> {
+    let mut scan = Scan::new();
+    view.visit(&mut scan);
+    let max = scan.finish(view)?;
+    // The maximum is in the view, so the search finds it.
+    Ok(view.position(max).unwrap_or(0) as u32)
+}
+
+/// A sort key whose descending order is rank order: the logit's bits mapped to an
+/// order-preserving `u32` (`-0.0` counted as `+0.0`), then the complement of the index (so a
+/// lower index sorts first among equal logits). Integer keys make selection and sorting cheap.
+#[inline(always)]
+fn key(x: f32, index: u32) -> u64 {
+    let bits = (x + 0.0).to_bits(); // -0.0 + 0.0 = +0.0
+    let ordered = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    (u64::from(ordered) << 32) | u64::from(!index)
+}
+
+/// The candidate a [`key`] was made from.
+fn unkey(key: u64) -> Candidate {
+    let ordered = (key >> 32) as u32;
+    let bits = if ordered >> 31 == 1 {
+        ordered & 0x7fff_ffff
+    } else {
+        !ordered
+    };
+    (f32::from_bits(bits), !(key as u32))
+}
+
+/// Validation and the `keep` best-ranked logits in one pass.
+///
+/// Values above a threshold are appended (as [`key`]s) to a buffer; when it holds `cap` of them, a
+/// selection keeps the `keep` best and the threshold rises to the worst of those. A value equal
+/// to the threshold is skipped, which is exact for the rank order: it comes later than (so ranks
+/// after) `keep` values at least as large. A chunk with no value above the threshold, the common
+/// case after the first few thousand tokens, costs a few vector comparisons.
+pub(crate) struct Gather<'a> {
+    keep: usize,
+    cap: usize,
+    threshold: f32,
+    nan: [u32; LANES],
+    keys: &'a mut Vec<u64>,
+    out: &'a mut Vec<Candidate>,
+}
+
+impl<'a> Gather<'a> {
+    /// How many candidates the buffer holds before it is compacted to `keep`. A small slack keeps
+    /// the threshold close to the true k-th value (fewer pushes), at the cost of more frequent
+    /// (but small) selections.
+    fn capacity_for(keep: usize) -> usize {
+        keep.saturating_add(32 + keep / 4)
+    }
+
+    /// `keep >= 1`; every one of the `keep` best logits is known to be at least `floor`; `keys`
+    /// is the selection buffer, `out` receives the result (both keep their capacity from call to
+    /// call).
+    pub(crate) fn new(
+        keep: usize,
+        floor: f32,
+        keys: &'a mut Vec<u64>,
+        out: &'a mut Vec<Candidate>,
+    ) -> Self {
+        let cap = Self::capacity_for(keep);
+        keys.clear();
+        keys.reserve(cap);
+        out.clear();
+        out.reserve(keep);
+        Self {
+            keep: keep.max(1),
+            cap,
+            // Values equal to the floor may belong to the top k: start just below it.
+            threshold: just_below(floor),
+            nan: [0; LANES],
+            keys,
+            out,
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, x: f32, index: usize) {
+        if x > self.threshold {
+            self.keys.push(key(x, index as u32));
+            if self.keys.len() >= self.cap {
+                self.compact();
+            }
+        }
+    }
+
+    #[cold]
+    fn compact(&mut self) {
+        let keep = self.keep;
+        if self.keys.len() > keep {
+            self.keys.select_nth_unstable_by(keep - 1, |a, b| b.cmp(a));
+            self.keys.truncate(keep);
+        }
+        if let Some(&worst) = self.keys.get(keep - 1) {
+            self.threshold = unkey(worst).0;
+        }
+    }
+
+    /// The `keep` best-ranked logits (fewer when fewer are above `-inf`), best first, or the
+    /// view's error.
+    pub(crate) fn finish(
+        mut self,
+        view: &View<'_>,
+    ) -> Result<&'a mut Vec<Candidate>, SamplingError> {
+        self.compact();
+        self.keys.sort_unstable_by(|a, b| b.cmp(a));
+        self.out.extend(self.keys.iter().map(|&k| unkey(k)));
+        // A `+inf` is above any threshold below it, so it is among the candidates if present.
+        if self.nan.iter().any(|&n| n != 0)
+            || self.out.first().is_some_and(|c| c.0 == f32::INFINITY)
+        {
+            return Err(invalid(view));
+        }
+        if self.out.is_empty() {
+            return Err(SamplingError::AllMasked);
+        }
+        Ok(self.out)
+    }
+}
+
+impl Visit for Gather<'_> {
+    #[inline(always)]
+    fn run(&mut self, start: usize, values: &[f32]) {
+        let mut nan = self.nan;
+        for (c, chunk) in values.chunks_exact(LANES).enumerate() {
+            let threshold = self.threshold;
+            let mut hits = 0u32;
+            for ((n, &x), bit) in nan.iter_mut().zip(chunk).zip(0u32..) {
+                *n |= u32::from(x.is_nan());
+                hits |= u32::from(x > threshold) << bit;
+            }
+            // Only the lanes above the threshold (it may rise while they are pushed).
+            while hits != 0 {
+                let lane = hits.trailing_zeros() as usize;
+                hits &= hits - 1;
+                if let Some(&x) = chunk.get(lane) {
+                    self.push(x, start + c * LANES + lane);
+                }
+            }
+        }
+        self.nan = nan;
+    }
+
+    fn tail(&mut self, start: usize, values: &[f32]) {
+        for (lane, &x) in values.iter().enumerate() {
+            if let Some(n) = self.nan.get_mut(lane) {
+                *n |= u32::from(x.is_nan());
+            }
+            self.push(x, start + lane);
+        }
+    }
+}
+
+/// Sum of the weights in `block` that are `>= w` (with `INCLUSIVE`) or `> w`, in f32 lanes then
+/// f64.
+#[inline(always)]
+fn sum_ranked_ahead<const INCLUSIVE: bool>(block: &[f32], w: f32) -> f64 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = block.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            let ahead = if INCLUSIVE { x >= w } else { x > w };
+            *a += if ahead { x } else { 0.0 };
+        }
+    }
+    let mut sum: f64 = acc.iter().map(|&x| f64::from(x)).sum();
+    for &x in chunks.remainder() {
+        let ahead = if INCLUSIVE { x >= w } else { x > w };
+        if ahead {
+            sum += f64::from(x);
+        }
+    }
+    sum
+}
+
+/// Whether `token` is in the nucleus: whether the weight of the tokens ranked before it is below
+/// `limit` (`p * total`).
+///
+/// One pass over the weights at most, block by block. It stops early once the mass ranked ahead
+/// reaches `limit` (out), or once that mass plus everything not yet read stays below `limit`
+/// (in): for a token drawn from the full distribution this usually reads a fraction of the
+/// vocabulary.
+pub(crate) fn in_nucleus(
+    weights: &[f32],
+    sums: &[f64],
+    total: f64,
+    token: usize,
+    limit: f64,
+) -> bool {
+    let Some(&w) = weights.get(token) else {
+        return false;
+    };
+    let mut ahead = 0.0f64;
+    // Weight not read yet, apart from the token's own.
+    let mut unread = total - f64::from(w);
+    if unread < limit {
+        return true;
+    }
+    for (b, (block, &sum)) in weights.chunks(BLOCK).zip(sums).enumerate() {
+        let start = b * BLOCK;
+        let end = start + block.len();
+        if end <= token {
+            ahead += sum_ranked_ahead::<true>(block, w);
+            unread -= sum;
+        } else if start > token {
+            ahead += sum_ranked_ahead::<false>(block, w);
+            unread -= sum;
+        } else {
+            let (before, after) = block.split_at(token - start);
+            ahead += sum_ranked_ahead::<true>(before, w);
+            ahead += sum_ranked_ahead::<false>(after.get(1..).unwrap_or_default(), w);
+            unread -= sum - f64::from(w);
+        }
+        if ahead >= limit {
+            return false;
+        }
+        if ahead + unread.max(0.0) < limit {
+            return true;
+        }
+    }
+    ahead < limit
+}
+
+/// Draws from the nucleus without rejection (the fallback when rejection is slow, i.e. small
+/// nuclei): gathers the positive-weight tokens ranked before `bound` (a token known to be outside
+/// the nucleus, or none), finds the last token of the nucleus with a weighted quickselect
+/// (expected linear time), then walks the weights in index order, counting only nucleus tokens.
+pub(crate) fn exact_nucleus(
+    weights: &[f32],
+    bound: Option<(f32, usize)>,
+    limit: f64,
+    u: f64,
+    scratch: &mut Vec<Candidate>,
+) -> Option<usize> {
+    scratch.clear();
+    scratch.extend(
+        weights
+            .iter()
+            .enumerate()
+            .filter(|&(i, &w)| w > 0.0 && bound.is_none_or(|b| ranks_before((w, i), b)))
+            .map(|(i, &w)| (w, i as u32)),
+    );
+    // Invariant: scratch[..lo] are in the nucleus and rank before scratch[lo..hi], scratch[hi..]
+    // are out and rank after; `before` is the weight of scratch[..lo]; `last_in` the
+    // worst-ranked token known to be in.
+    let (mut lo, mut hi) = (0, scratch.len());
+    let mut before = 0.0f64;
+    let mut last_in: Option<Candidate> = None;
+    while hi - lo > 32 {
+        let mid = lo + (hi - lo) / 2;
+        let part = scratch.get_mut(lo..hi)?;
+        part.select_nth_unstable_by(mid - lo, by_rank);
+        let left = before
+            + part[..mid - lo]
+                .iter()
+                .map(|&(w, _)| f64::from(w))
+                .sum::<f64>();
+        let pivot = part[mid - lo];
+        if left >= limit {
+            hi = mid;
+        } else {
+            before = left + f64::from(pivot.0);
+            last_in = Some(pivot);
+            lo = mid + 1;
+        }
+    }
+    let rest = scratch.get_mut(lo..hi)?;
+    rest.sort_unstable_by(by_rank);
+    for &candidate in rest.iter() {
+        if before >= limit {
+            break;
+        }
+        before += f64::from(candidate.0);
+        last_in = Some(candidate);
+    }
+    let (w_last, i_last) = last_in?;
+    let last = (w_last, i_last as usize);
+    // Draw in index order among the tokens ranked no later than `last`.
+    let target = u * before;
+    let mut acc = 0.0f64;
+    let mut chosen = None;
+    for (i, &w) in weights.iter().enumerate() {
+        if w > 0.0 && (i == last.1 || ranks_before((w, i), last)) {
+            acc += f64::from(w);
+            chosen = Some(i);
+            if acc > target {
+                break;
+            }
+        }
+    }
+    chosen
+}
+
+/// Draws from the top-p nucleus of the full distribution given by `weights` (and its block
+/// `sums` and `total`): the tokens whose preceding mass in rank order is below `limit`.
+///
+/// Rejection sampling: draw from the full distribution, keep the token if it is in the nucleus
+/// (which makes the result exactly the nucleus distribution, renormalised), otherwise draw again.
+/// A rejected token bounds the nucleus, so later draws ranked after it are rejected without a
+/// pass. After a few rejections (small nuclei) it switches to [`exact_nucleus`]; the mixture is
+/// still exact, because the switch depends only on rejected draws.
+pub(crate) fn nucleus(
+    weights: &[f32],
+    sums: &[f64],
+    total: f64,
+    limit: f64,
+    rng: &mut impl rand::RngCore,
+    scratch: &mut Vec<Candidate>,
+) -> Option<usize> {
+    const MAX_DRAWS: usize = 32;
+    const MAX_PASSES: usize = 4;
+    let mut outside: Option<(f32, usize)> = None;
+    let mut passes = 0;
+    for _ in 0..MAX_DRAWS {
+        let token = draw::from_blocks(weights, sums, total, draw::unit(rng))?;
+        let key = (*weights.get(token)?, token);
+        if outside.is_some_and(|o| !ranks_before(key, o)) {
+            continue;
+        }
+        if in_nucleus(weights, sums, total, token, limit) {
+            return Some(token);
+        }
+        outside = Some(key);
+        passes += 1;
+        if passes >= MAX_PASSES {
+            break;
+        }
+    }
+    exact_nucleus(weights, outside, limit, draw::unit(rng), scratch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Mass ranked before each token, by brute force.
+    fn ahead(weights: &[f32], token: usize) -> f64 {
+        let key = (weights[token], token);
+        weights
+            .iter()
+            .enumerate()
+            .filter(|&(i, &w)| ranks_before((w, i), key))
+            .map(|(_, &w)| f64::from(w))
+            .sum()
+    }
+
+    fn sums_of(weights: &[f32]) -> Vec<f64> {
+        weights
+            .chunks(BLOCK)
+            .map(|b| b.iter().map(|&w| f64::from(w)).sum())
+            .collect()
+    }
+
+    fn test_weights(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..len)
+            .map(|_| {
+                // Many ties: weights on a coarse grid, some zero.
+                let r = rng.next_u32() % 8;
+                r as f32 * 0.125
+            })
+            .collect()
+    }
+
+    #[test]
+    fn membership_matches_brute_force() {
+        for (len, seed) in [(1usize, 0u64), (7, 1), (300, 2), (1000, 3)] {
+            let weights = test_weights(len, seed);
+            let sums = sums_of(&weights);
+            let total: f64 = sums.iter().sum();
+            for p in [0.05, 0.3, 0.5, 0.9, 0.999] {
+                let limit = p * total;
+                for token in 0..len {
+                    if weights[token] > 0.0 {
+                        assert_eq!(
+                            in_nucleus(&weights, &sums, total, token, limit),
+                            ahead(&weights, token) < limit,
+                            "len {len} p {p} token {token}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exact_nucleus_keeps_exactly_the_nucleus() {
+        let mut scratch = Vec::new();
+        for (len, seed) in [(5usize, 4u64), (100, 5), (2000, 6)] {
+            let weights = test_weights(len, seed);
+            let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+            for p in [0.01, 0.2, 0.5, 0.95] {
+                let limit = p * total;
+                let members: Vec<usize> = (0..len)
+                    .filter(|&i| weights[i] > 0.0 && ahead(&weights, i) < limit)
+                    .collect();
+                let mass: f64 = members.iter().map(|&i| f64::from(weights[i])).sum();
+                // u sweeps [0, 1): the draw must walk the members in index order.
+                let mut cum = 0.0;
+                for &i in &members {
+                    let u = (cum + 0.5 * f64::from(weights[i])) / mass;
+                    let got = exact_nucleus(&weights, None, limit, u, &mut scratch);
+                    assert_eq!(got, Some(i), "len {len} p {p}");
+                    cum += f64::from(weights[i]);
+                }
+                // With an outside bound, the same.
+                if let Some(out) = (0..len).find(|&i| weights[i] > 0.0 && !members.contains(&i)) {
+                    let u = 0.5;
+                    assert_eq!(
+                        exact_nucleus(&weights, Some((weights[out], out)), limit, u, &mut scratch),
+                        exact_nucleus(&weights, None, limit, u, &mut scratch)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rejection_only_returns_members() {
+        let weights = test_weights(3000, 7);
+        let sums = sums_of(&weights);
+        let total: f64 = sums.iter().sum();
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let mut scratch = Vec::new();
+        for p in [0.001, 0.1, 0.6, 0.9] {
+            let limit = p * total;
+            for _ in 0..50 {
+                let t = nucleus(&weights, &sums, total, limit, &mut rng, &mut scratch).unwrap();
+                assert!(
+                    weights[t] > 0.0 && ahead(&weights, t) < limit,
+                    "p {p} token {t}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gather_keeps_the_best_ranked_with_lowest_indices_on_ties() {
+        let (mut keys, mut out) = (Vec::new(), Vec::new());
+        let mut logits: Vec<f32> = (0..2000).map(|i| ((i * 7919) % 50) as f32 - 25.0).collect();
+        logits[77] = -0.0; // ties with the +0.0 values
+        logits[1999] = f32::NEG_INFINITY;
+        for keep in [1usize, 3, 40, 300, 1999, 2000, 5000] {
+            let view = View::plain(&logits);
+            let mut gather = Gather::new(keep, f32::NEG_INFINITY, &mut keys, &mut out);
+            view.visit(&mut gather);
+            let got = gather.finish(&view).unwrap().clone();
+            let mut expected: Vec<Candidate> = logits
+                .iter()
+                .enumerate()
+                .filter(|(_, &x)| x > f32::NEG_INFINITY)
+                .map(|(i, &x)| (x, i as u32))
+                .collect();
+            expected.sort_by(by_rank);
+            expected.truncate(keep);
+            let got: Vec<(f32, u32)> = got.iter().map(|&(x, i)| (x + 0.0, i)).collect();
+            assert_eq!(got, expected, "keep {keep}");
+        }
+    }
+
+    #[test]
+    fn group_maxima_bound_the_search_exactly() {
+        let (mut keys, mut out, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+        for (len, seed) in [(100usize, 1u64), (64, 2), (1000, 3), (5000, 4)] {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            // Coarse values: many ties, also across groups.
+            let logits: Vec<f32> = (0..len).map(|_| (rng.next_u32() % 40) as f32).collect();
+            let mut groups = vec![0.0; len.div_ceil(GROUP)];
+            let view = View::plain(&logits);
+            let mut scan = GroupScan::new(&mut groups);
+            view.visit(&mut scan);
+            let max = scan.finish(&view).unwrap();
+            assert_eq!(
+                max,
+                logits.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+            );
+            for (g, &m) in groups.iter().enumerate() {
+                let group = &logits[g * GROUP..((g + 1) * GROUP).min(len)];
+                assert_eq!(m, group.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+            }
+            for keep in [1usize, 2, 10, 50, 200] {
+                let floor = top_k_floor(&groups, keep, &mut scratch);
+                let mut gather = Gather::new(keep, floor, &mut keys, &mut out);
+                gather_groups(&view, &groups, floor, &mut gather);
+                let got = gather.finish(&view).unwrap().clone();
+                let mut expected: Vec<Candidate> = logits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| (x, i as u32))
+                    .collect();
+                expected.sort_by(by_rank);
+                expected.truncate(keep);
+                assert_eq!(got, expected, "len {len} keep {keep}");
+            }
+        }
+        assert_eq!(just_below(1.0), f32::from_bits(1.0f32.to_bits() - 1));
+        assert_eq!(just_below(-1.0), f32::from_bits((-1.0f32).to_bits() + 1));
+        assert!(just_below(0.0) < 0.0 && just_below(-0.0) < 0.0);
+        assert_eq!(just_below(f32::NEG_INFINITY), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn keys_order_like_the_rank_order() {
+        let values = [
+            f32::NEG_INFINITY,
+            f32::MIN,
+            -1.0,
+            -f32::MIN_POSITIVE,
+            -0.0,
+            0.0,
+            f32::from_bits(1),
+            1.0,
+            f32::MAX,
+            f32::INFINITY,
+        ];
+        for (a, &x) in values.iter().enumerate() {
+            for &i in &[0u32, 7, u32::MAX] {
+                let (back, j) = unkey(key(x, i));
+                assert_eq!((back + 0.0).to_bits(), (x + 0.0).to_bits());
+                assert_eq!(i, j);
+                for (b, &y) in values.iter().enumerate() {
+                    for &j in &[0u32, 7, u32::MAX] {
+                        let expected = by_rank(&(x, i), &(y, j)).reverse();
+                        let same_value = (a == b) || (x == y);
+                        let got = key(x, i).cmp(&key(y, j));
+                        if same_value {
+                            assert_eq!(got, j.cmp(&i), "{x} {i} vs {y} {j}");
+                        } else {
+                            assert_eq!(got, expected, "{x} vs {y}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn argmax_finds_the_first_maximum() {
+        let mut logits = vec![0.0f32; 100];
+        logits[40] = 3.0;
+        logits[70] = 3.0;
+        logits[99] = 3.0;
+        assert_eq!(argmax(&View::plain(&logits)).unwrap(), 40);
+        // An edit hides the first one, another creates an earlier one.
+        let hide = [(40, 1.0)];
+        assert_eq!(argmax(&View::edited(&logits, &hide)).unwrap(), 70);
+        let create = [(5, 3.0), (40, 1.0)];
+        assert_eq!(argmax(&View::edited(&logits, &create)).unwrap(), 5);
+        let masked = [f32::NEG_INFINITY; 20];
+        assert!(matches!(
+            argmax(&View::plain(&masked)),
+            Err(SamplingError::AllMasked)
+        ));
+        let mut bad = vec![0.0f32; 40];
+        bad[33] = f32::INFINITY;
+        assert!(matches!(
+            argmax(&View::plain(&bad)),
+            Err(SamplingError::NonFiniteLogit { index: 33, .. })
+        ));
+        bad[21] = f32::NAN;
+        assert!(matches!(
+            argmax(&View::plain(&bad)),
+            Err(SamplingError::NonFiniteLogit { index: 21, .. })
+        ));
+    }
+}

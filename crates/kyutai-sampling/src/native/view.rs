@@ -1,0 +1,381 @@
+//! [`View`]: the logits a pass reads, as a base slice plus a few replaced entries, visited in
+//! fixed-size chunks.
+//!
+//! Every pass of the engine reads its logits through [`View::visit`], which hands a [`Visit`]or
+//! the values in index order, [`LANES`] at a time. Chunks without a replaced entry are slices of
+//! the base, read in place; a chunk holding one is copied to the stack first and patched. The
+//! visitor therefore sees exactly the values (and the same chunk boundaries) it would see on a
+//! patched copy of the whole vector, so an edited draw is bit for bit the draw on that copy,
+//! while the extra work is O(number of edits).
+
+/// Width of a chunk. Kernels keep one accumulator per lane so that the compiler turns each chunk
+/// into a few SIMD instructions (portable code: SSE2 on x86-64, NEON on aarch64).
+pub(crate) const LANES: usize = 16;
+
+/// Receives the values of a [`View`] in index order.
+pub(crate) trait Visit {
+    /// A run of full chunks: `values.len()` is a multiple of [`LANES`], and so is `start`, the
+    /// index of its first value. Kernels loop over it with their state in locals, which the
+    /// compiler keeps in registers and vectorises.
+    fn run(&mut self, start: usize, values: &[f32]);
+    /// The final partial chunk (1 to `LANES - 1` values) starting at `start`.
+    fn tail(&mut self, start: usize, values: &[f32]);
+}
+
+/// Logits as `base` with `edits` applied.
+///
+/// Invariant: the tokens of `edits` are strictly increasing and below `base.len()`
+/// ([`normalise_edits`] establishes it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View<'a> {
+    base: &'a [f32],
+    edits: &'a [(u32, f32)],
+}
+
+impl<'a> View<'a> {
+    /// The values of `base`, unchanged.
+    pub(crate) fn plain(base: &'a [f32]) -> Self {
+        Self { base, edits: &[] }
+    }
+
+    /// `base` with `edits` applied; `edits` must satisfy the type's invariant.
+    pub(crate) fn edited(base: &'a [f32], edits: &'a [(u32, f32)]) -> Self {
+        debug_assert!(is_normalised(edits, base.len()));
+        Self { base, edits }
+    }
+
+    /// Number of logits.
+    pub(crate) fn len(&self) -> usize {
+        self.base.len()
+    }
+
+    /// The value at `index` (edits applied), or `None` past the end.
+    #[cfg(test)]
+    pub(crate) fn get(&self, index: usize) -> Option<f32> {
+        match self
+            .edits
+            .binary_search_by_key(&index, |&(token, _)| token as usize)
+        {
+            Ok(at) => self.edits.get(at).map(|&(_, value)| value),
+            Err(_) => self.base.get(index).copied(),
+        }
+    }
+
+    /// Hands every value to `visitor`, in index order: runs of whole chunks of [`LANES`] aligned
+    /// on multiples of [`LANES`] (the unedited stretches of the base, read in place, and each
+    /// chunk holding an edit, patched on the stack), then the partial chunk at the end if there
+    /// is one.
+    #[inline(always)]
+    pub(crate) fn visit<V: Visit>(&self, visitor: &mut V) {
+        self.visit_range(0, self.base.len(), visitor);
+    }
+
+    /// [`visit`](Self::visit) restricted to the indices `start..end`, where `start` is a multiple
+    /// of [`LANES`] and `end` is one too or the length.
+    #[inline(always)]
+    pub(crate) fn visit_range<V: Visit>(&self, start: usize, end: usize, visitor: &mut V) {
+        let base = self.base;
+        let end = end.min(base.len());
+        debug_assert!(start % LANES == 0 && (end % LANES == 0 || end == base.len()));
+        if start >= end {
+            return;
+        }
+        let full = end - end % LANES;
+        let first = self
+            .edits
+            .partition_point(|&(token, _)| (token as usize) < start);
+        let mut edits = self.edits.get(first..).unwrap_or_default();
+        let mut patch = [0.0f32; LANES];
+        let mut pos = start;
+        loop {
+            // Start of the next chunk that holds an edit, or `full` when no full chunk does.
+            let next = match edits.first() {
+                Some(&(token, _)) if (token as usize) < full => token as usize / LANES * LANES,
+                _ => full,
+            };
+            if let Some(run) = base.get(pos..next) {
+                if !run.is_empty() {
+                    visitor.run(pos, run);
+                }
+            }
+            if next >= full {
+                break;
+            }
+            if let Some(chunk) = base.get(next..next + LANES) {
+                patch.copy_from_slice(chunk);
+            }
+            edits = apply(&mut patch, next, edits);
+            visitor.run(next, &patch);
+            pos = next + LANES;
+        }
+        let rest = base.get(full..end).unwrap_or_default();
+        if rest.is_empty() {
+            return;
+        }
+        if edits
+            .first()
+            .is_none_or(|&(token, _)| token as usize >= end)
+        {
+            visitor.tail(full, rest);
+        } else {
+            let patch = &mut patch[..rest.len()];
+            patch.copy_from_slice(rest);
+            apply(patch, full, edits);
+            visitor.tail(full, patch);
+        }
+    }
+
+    /// The lowest index whose value equals `target`, if any.
+    ///
+    /// Stops at the first hit: chunks of the base are compared whole, and a hit on an edited
+    /// index is skipped (the edit's value is checked separately).
+    pub(crate) fn position(&self, target: f32) -> Option<usize> {
+        let in_edits = self
+            .edits
+            .iter()
+            .find(|&&(_, value)| value == target)
+            .map(|&(token, _)| token as usize);
+        let limit = in_edits.unwrap_or(self.base.len());
+        let base = self.base.get(..limit).unwrap_or(self.base);
+        let is_edited = |index: usize| {
+            self.edits
+                .binary_search_by_key(&index, |&(token, _)| token as usize)
+                .is_ok()
+        };
+        let mut chunks = base.chunks_exact(LANES);
+        for (c, chunk) in (&mut chunks).enumerate() {
+            let mut hit = [0u32; LANES];
+            for (h, &x) in hit.iter_mut().zip(chunk) {
+                *h = u32::from(x == target);
+            }
+            if hit.iter().any(|&h| h != 0) {
+                let found = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(lane, &x)| (c * LANES + lane, x))
+                    .find(|&(index, x)| x == target && !is_edited(index));
+                if let Some((index, _)) = found {
+                    return Some(index);
+                }
+            }
+        }
+        let offset = base.len() - chunks.remainder().len();
+        let found = chunks
+            .remainder()
+            .iter()
+            .enumerate()
+            .map(|(lane, &x)| (offset + lane, x))
+            .find(|&(index, x)| x == target && !is_edited(index));
+        found.map(|(index, _)| index).or(in_edits)
+    }
+
+    /// The first NaN or `+inf` value in index order, with its index.
+    pub(crate) fn first_invalid(&self) -> Option<(usize, f32)> {
+        let mut edits = self.edits.iter().peekable();
+        for (index, &base) in self.base.iter().enumerate() {
+            let value = match edits.peek() {
+                Some(&&(token, value)) if token as usize == index => {
+                    edits.next();
+                    value
+                }
+                _ => base,
+            };
+            if value.is_nan() || value == f32::INFINITY {
+                return Some((index, value));
+            }
+        }
+        None
+    }
+}
+
+/// Writes the edits that fall in `patch` (which holds the values from index `start` on) and
+/// returns the edits after it.
+fn apply<'e>(patch: &mut [f32], start: usize, mut edits: &'e [(u32, f32)]) -> &'e [(u32, f32)] {
+    while let Some((&(token, value), rest)) = edits.split_first() {
+        match (token as usize)
+            .checked_sub(start)
+            .and_then(|at| patch.get_mut(at))
+        {
+            Some(slot) => *slot = value,
+            None => break,
+        }
+        edits = rest;
+    }
+    edits
+}
+
+/// Whether `edits` already satisfies [`View`]'s invariant for `len` logits.
+pub(crate) fn is_normalised(edits: &[(u32, f32)], len: usize) -> bool {
+    edits.windows(2).all(|pair| pair[0].0 < pair[1].0)
+        && edits
+            .last()
+            .is_none_or(|&(token, _)| (token as usize) < len)
+}
+
+/// Reusable storage for [`normalise_edits`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EditBuffer {
+    /// `(token, position in the input, value)`, sorted by token then position.
+    keyed: Vec<(u32, u32, f32)>,
+    /// The normalised edits.
+    out: Vec<(u32, f32)>,
+}
+
+/// Brings `edits` into [`View`]'s form, with the meaning the trait's default gives them: tokens at
+/// or beyond `len` are dropped and, should a token appear twice, the later edit wins.
+///
+/// Already normalised edits, such as those of `RepetitionPenalty`, are returned as they are;
+/// others are rewritten into `buffer`, whose capacity is kept for the next call.
+pub(crate) fn normalise_edits<'a>(
+    edits: &'a [(u32, f32)],
+    len: usize,
+    buffer: &'a mut EditBuffer,
+) -> &'a [(u32, f32)] {
+    if is_normalised(edits, len) {
+        return edits;
+    }
+    let EditBuffer { keyed, out } = buffer;
+    keyed.clear();
+    keyed.extend(
+        edits
+            .iter()
+            .zip(0u32..)
+            .filter(|((token, _), _)| (*token as usize) < len)
+            .map(|(&(token, value), position)| (token, position, value)),
+    );
+    // Keys are distinct, so the unstable sort is deterministic (and does not allocate).
+    keyed.sort_unstable_by_key(|&(token, position, _)| (token, position));
+    out.clear();
+    for &(token, _, value) in keyed.iter() {
+        match out.last_mut() {
+            Some(last) if last.0 == token => last.1 = value,
+            _ => out.push((token, value)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what it is shown, chunk by chunk.
+    #[derive(Default)]
+    struct Record {
+        values: Vec<f32>,
+        starts: Vec<usize>,
+        tails: usize,
+    }
+
+    impl Visit for Record {
+        fn run(&mut self, start: usize, values: &[f32]) {
+            assert_eq!(start, self.values.len());
+            assert!(!values.is_empty() && values.len() % LANES == 0);
+            self.starts.push(start);
+            self.values.extend_from_slice(values);
+        }
+        fn tail(&mut self, start: usize, values: &[f32]) {
+            assert_eq!(start, self.values.len());
+            assert!(!values.is_empty() && values.len() < LANES);
+            self.tails += 1;
+            self.values.extend_from_slice(values);
+        }
+    }
+
+    fn patched(base: &[f32], edits: &[(u32, f32)]) -> Vec<f32> {
+        let mut copy = base.to_vec();
+        for &(t, v) in edits {
+            copy[t as usize] = v;
+        }
+        copy
+    }
+
+    #[test]
+    fn visits_every_value_once_with_edits_applied() {
+        for len in [1, 5, 15, 16, 17, 31, 32, 33, 100, 160] {
+            let base: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let edit_sets: Vec<Vec<(u32, f32)>> = vec![
+                vec![],
+                vec![(0, -1.0)],
+                vec![((len - 1) as u32, -2.0)],
+                (0..len as u32)
+                    .step_by(3)
+                    .map(|t| (t, -(t as f32)))
+                    .collect(),
+                (0..len as u32).map(|t| (t, 0.5)).collect(),
+            ];
+            for edits in edit_sets {
+                let mut record = Record::default();
+                View::edited(&base, &edits).visit(&mut record);
+                assert_eq!(
+                    record.values,
+                    patched(&base, &edits),
+                    "len {len} edits {edits:?}"
+                );
+                assert_eq!(record.tails, usize::from(len % LANES != 0));
+                assert!(record.starts.iter().all(|s| s % LANES == 0));
+                for i in 0..len {
+                    assert_eq!(View::edited(&base, &edits).get(i), Some(record.values[i]));
+                }
+                assert_eq!(View::edited(&base, &edits).get(len), None);
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_see_the_same_values() {
+        let base: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        let edits = [(3, -3.0), (16, -16.0), (40, -40.0), (98, -98.0)];
+        let view = View::edited(&base, &edits);
+        let whole = patched(&base, &edits);
+        for (start, end) in [(0, 16), (16, 48), (32, 100), (96, 100), (48, 64), (64, 64)] {
+            let mut record = Record {
+                values: vec![0.0; start],
+                ..Record::default()
+            };
+            view.visit_range(start, end, &mut record);
+            assert_eq!(
+                &record.values[start..],
+                &whole[start..end],
+                "{start}..{end}"
+            );
+        }
+    }
+
+    #[test]
+    fn first_invalid_sees_edits() {
+        let base = [0.0, f32::NAN, 1.0, 2.0];
+        assert_eq!(View::plain(&base).first_invalid().map(|(i, _)| i), Some(1));
+        let fixed = [(1, 0.5)];
+        assert_eq!(View::edited(&base, &fixed).first_invalid(), None);
+        let broken = [(1, 0.5), (3, f32::INFINITY)];
+        assert_eq!(
+            View::edited(&base, &broken).first_invalid(),
+            Some((3, f32::INFINITY))
+        );
+    }
+
+    #[test]
+    fn normalisation_matches_sequential_application() {
+        let mut buffer = EditBuffer::default();
+        let sorted = [(1, 1.0), (4, 2.0)];
+        let out = normalise_edits(&sorted, 5, &mut buffer);
+        assert_eq!(out, &sorted);
+        assert!(
+            buffer.out.is_empty(),
+            "already normalised edits are used in place"
+        );
+
+        let messy = [(4, 2.0), (9, 7.0), (1, 1.0), (4, 3.0), (0, 5.0), (1, 6.0)];
+        let out = normalise_edits(&messy, 5, &mut buffer).to_vec();
+        assert_eq!(out, vec![(0, 5.0), (1, 6.0), (4, 3.0)]);
+        let base = [0.0f32; 5];
+        let mut expected = base.to_vec();
+        for &(t, v) in &messy {
+            if let Some(slot) = expected.get_mut(t as usize) {
+                *slot = v;
+            }
+        }
+        assert_eq!(patched(&base, &out), expected);
+    }
+}
