@@ -101,6 +101,21 @@ pub struct Args {
     /// The WAV file to write (24 kHz, mono, 16-bit).
     #[arg(long, default_value = "generated.wav", value_name = "FILE")]
     pub out: PathBuf,
+
+    /// The sampling engine of both streams: `candle` (candle's `LogitsProcessor` behind the
+    /// `Sampler` trait) or `native` (`NativeSampler`: the same distributions, faster, a portable
+    /// random stream). The two draw different tokens for the same seed.
+    #[arg(long, value_enum, default_value_t = Engine::Candle)]
+    pub engine: Engine,
+}
+
+/// Which sampling engine builds the samplers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// `SamplingConfig::build`: candle's `LogitsProcessor` behind the `Sampler` trait.
+    Candle,
+    /// `SamplingConfig::build_native`: `NativeSampler`.
+    Native,
 }
 
 fn parse_dtype(value: &str) -> Result<DType, String> {
@@ -371,9 +386,11 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summ
         });
     }
     let build = |stream: &'static str, config: &SamplingConfig| {
-        config
-            .build()
-            .map_err(|source| CliError::Sampling { stream, source })
+        match args.engine {
+            Engine::Candle => config.build(),
+            Engine::Native => config.build_native(),
+        }
+        .map_err(|source| CliError::Sampling { stream, source })
     };
     let samplers = Samplers::new(build("text", &text_config)?, build("audio", &audio_config)?);
 
@@ -394,6 +411,11 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summ
         "audio sampler: {} (one sampler for the {generated} codebooks, each with its own history)",
         audio.describe()
     )?;
+    let engine = match args.engine {
+        Engine::Candle => "candle's LogitsProcessor (through the adapter)",
+        Engine::Native => "NativeSampler",
+    };
+    writeln!(out, "engine:        {engine}")?;
     writeln!(out, "user stream:   silence")?;
 
     let mut generator = BasicGenerator::new(model, mimi, &device, samplers)
