@@ -8,6 +8,11 @@
 //! Mimi, both with weights generated from a fixed seed, so the command runs on a fresh clone
 //! with no download. **Their output is noise**: the demo shows the pipeline (the full-duplex
 //! loop, the injected text and audio samplers, Mimi decoding, the WAV), not speech.
+//!
+//! Each stream's sampler comes from its flags through the `--engine` engine, unless `--min-p`
+//! is given (both streams then get a [`Chain`](kyutai_sampling::Chain) in the HF convention,
+//! built from the same flags plus min-p) or the stream has a [`ChainConfig`] JSON file
+//! (`--text-config`, `--audio-config`), whose chain replaces that stream's flags.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,7 +25,9 @@ use kyutai::{
     BasicGenerator, LmConfig, LmModel, Mimi, MimiConfig, Samplers, MOSHI_AUDIO_TEMPERATURE,
     MOSHI_AUDIO_TOP_K, MOSHI_TEXT_TEMPERATURE, MOSHI_TEXT_TOP_K,
 };
-use kyutai_sampling::{Sampling, SamplingConfig, SamplingError};
+use kyutai_sampling::{
+    BoxSampler, ChainConfig, Convention, Sampling, SamplingConfig, SamplingError,
+};
 
 /// The seed of the built-in demo weights (the model's and Mimi's), fixed so that every clone
 /// generates the same demo.
@@ -107,6 +114,32 @@ pub struct Args {
     /// random stream). The two draw different tokens for the same seed.
     #[arg(long, value_enum, default_value_t = Engine::Candle)]
     pub engine: Engine,
+
+    /// Min-p of both streams, in [0, 1]: keep the tokens at least P times as likely as the most
+    /// likely one. With it, the flag-based samplers are kyutai-sampling `Chain`s in the HF
+    /// convention (temperature, then top-k, top-p, min-p), built from the temperature, top-k,
+    /// top-p and repetition-penalty flags; `--engine` no longer applies to them.
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub min_p: Option<f32>,
+
+    /// A `ChainConfig` JSON file for the text stream (kyutai-sampling's chain as data, e.g.
+    /// `{"convention": "llama.cpp", "temperature": 0.7, "top_k": 40, "min_p": 0.05}`): its
+    /// chain replaces the text flags. Its `seed` defaults to --seed.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["text_temperature", "text_top_k", "text_top_p", "text_repetition_penalty"]
+    )]
+    pub text_config: Option<PathBuf>,
+
+    /// A `ChainConfig` JSON file for the audio stream: its chain replaces the audio flags. Its
+    /// `seed` defaults to --seed + 1.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["temperature", "top_k", "top_p", "repetition_penalty"]
+    )]
+    pub audio_config: Option<PathBuf>,
 }
 
 /// Which sampling engine builds the samplers.
@@ -136,6 +169,28 @@ pub enum CliError {
         /// `text` or `audio`.
         stream: &'static str,
         /// What is wrong.
+        reason: String,
+    },
+    /// A stream's `ChainConfig` file could not be read.
+    #[error("could not read the {stream} sampler config `{}`: {source}", path.display())]
+    ConfigRead {
+        /// `text` or `audio`.
+        stream: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stream's `ChainConfig` file is malformed, names an unknown field, or holds a value out
+    /// of range.
+    #[error("invalid {stream} sampler config `{}`: {reason}", path.display())]
+    ConfigFile {
+        /// `text` or `audio`.
+        stream: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the field.
         reason: String,
     },
     /// The sampling crate rejected a configuration.
@@ -188,6 +243,9 @@ pub struct StreamSettings {
     pub top_p: Option<f64>,
     /// Repetition penalty.
     pub repetition_penalty: Option<f32>,
+    /// Min-p (`--min-p`, shared by both streams); when set, the sampler is a
+    /// [`Chain`](kyutai_sampling::Chain) ([`chain_config`](Self::chain_config)).
+    pub min_p: Option<f32>,
     /// Seed.
     pub seed: u64,
 }
@@ -201,6 +259,7 @@ impl StreamSettings {
             top_k: args.text_top_k,
             top_p: args.text_top_p,
             repetition_penalty: args.text_repetition_penalty,
+            min_p: args.min_p,
             seed: args.seed,
         }
     }
@@ -213,6 +272,7 @@ impl StreamSettings {
             top_k: args.top_k,
             top_p: args.top_p,
             repetition_penalty: args.repetition_penalty,
+            min_p: args.min_p,
             seed: args.seed.wrapping_add(1),
         }
     }
@@ -223,8 +283,9 @@ impl StreamSettings {
     /// # Errors
     ///
     /// [`CliError::Settings`] for a negative or non-finite temperature, a top-p outside
-    /// `(0, 1]` or a penalty that is not finite and positive (checked even when greedy makes
-    /// them unused); [`CliError::Sampling`] for what the sampling crate rejects.
+    /// `(0, 1]`, a min-p outside `[0, 1]` or a penalty that is not finite and positive (checked
+    /// even when greedy makes them unused); [`CliError::Sampling`] for what the sampling crate
+    /// rejects.
     pub fn config(&self) -> Result<SamplingConfig, CliError> {
         let bad = |reason: String| CliError::Settings {
             stream: self.stream,
@@ -239,6 +300,11 @@ impl StreamSettings {
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
                 return Err(bad(format!("top-p must be in (0, 1], got {p}")));
+            }
+        }
+        if let Some(p) = self.min_p {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(bad(format!("min-p must be in [0, 1], got {p}")));
             }
         }
         if let Some(r) = self.repetition_penalty {
@@ -268,6 +334,35 @@ impl StreamSettings {
         Ok(config)
     }
 
+    /// The [`Chain`](kyutai_sampling::Chain) of these settings, in the HF convention: greedy
+    /// (`do_sample: false`) for temperature 0, else the temperature, top-k, top-p and min-p;
+    /// the repetition penalty over the last [`REPETITION_CONTEXT`] tokens.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`config`](Self::config), which validates the same settings.
+    pub fn chain_config(&self) -> Result<ChainConfig, CliError> {
+        self.config()?;
+        let mut config = ChainConfig {
+            convention: Convention::HuggingFace,
+            seed: self.seed,
+            ..ChainConfig::default()
+        };
+        if self.temperature == 0.0 {
+            config.do_sample = false;
+        } else {
+            config.temperature = self.temperature as f32;
+            config.top_k = self.top_k;
+            config.top_p = self.top_p.map_or(1.0, |p| p as f32);
+            config.min_p = self.min_p.unwrap_or(0.0);
+        }
+        if let Some(penalty) = self.repetition_penalty {
+            config.repetition_penalty = penalty;
+            config.repeat_last_n = Some(REPETITION_CONTEXT);
+        }
+        Ok(config)
+    }
+
     /// The settings in words, for the run's header.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -279,6 +374,9 @@ impl StreamSettings {
             }
             if let Some(p) = self.top_p {
                 parts.push(format!("top-p {p}"));
+            }
+            if let Some(p) = self.min_p {
+                parts.push(format!("min-p {p}"));
             }
             parts.push(format!("temperature {}", self.temperature));
         }
@@ -292,6 +390,212 @@ impl StreamSettings {
             parts.push(format!("seed {}", self.seed));
         }
         parts.join(", ")
+    }
+}
+
+/// How one stream's sampler is made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamSampler {
+    /// From the flags, by the `--engine` engine.
+    Flags(SamplingConfig),
+    /// A [`Chain`](kyutai_sampling::Chain): from the flags with `--min-p` (`file: None`), or
+    /// from the stream's config file.
+    Chain {
+        /// The chain (boxed: it is large).
+        config: Box<ChainConfig>,
+        /// The file it was read from.
+        file: Option<PathBuf>,
+    },
+}
+
+impl StreamSampler {
+    /// The sampler of a stream: `file`'s chain when given, else the chain of
+    /// [`StreamSettings::chain_config`] with `--min-p`, else the flags'
+    /// [`StreamSettings::config`]. The flags are validated in every case; a file's chain is
+    /// validated too (built once and dropped), so that every bad setting fails before the
+    /// model is built.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`StreamSettings::config`] and [`read_chain_config`].
+    pub fn new(settings: &StreamSettings, file: Option<&Path>) -> Result<Self, CliError> {
+        let flags = settings.config()?;
+        if let Some(path) = file {
+            let config = read_chain_config(settings.stream, path, settings.seed)?;
+            return Ok(Self::Chain {
+                config: Box::new(config),
+                file: Some(path.to_path_buf()),
+            });
+        }
+        if settings.min_p.is_some() {
+            return Ok(Self::Chain {
+                config: Box::new(settings.chain_config()?),
+                file: None,
+            });
+        }
+        Ok(Self::Flags(flags))
+    }
+
+    /// Builds the sampler; `engine` applies to [`Flags`](Self::Flags) only.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Sampling`] (or [`CliError::ConfigFile`] naming the file) for what the
+    /// sampling crate rejects.
+    pub fn build(&self, stream: &'static str, engine: Engine) -> Result<BoxSampler, CliError> {
+        match self {
+            Self::Flags(config) => match engine {
+                Engine::Candle => config.build(),
+                Engine::Native => config.build_native(),
+            }
+            .map_err(|source| CliError::Sampling { stream, source }),
+            Self::Chain { config, file } => match config.build() {
+                Ok(chain) => Ok(Box::new(chain)),
+                Err(source) => Err(match file {
+                    Some(path) => CliError::ConfigFile {
+                        stream,
+                        path: path.clone(),
+                        reason: source.to_string(),
+                    },
+                    None => CliError::Sampling { stream, source },
+                }),
+            },
+        }
+    }
+
+    /// The sampler in words, for the run's header.
+    pub fn describe(&self, settings: &StreamSettings) -> String {
+        match self {
+            Self::Chain {
+                config,
+                file: Some(path),
+            } => format!("from `{}`: {}", path.display(), describe_chain(config)),
+            Self::Flags(_) | Self::Chain { file: None, .. } => settings.describe(),
+        }
+    }
+
+    /// The engine in words.
+    pub fn engine(&self, engine: Engine) -> String {
+        match self {
+            Self::Flags(_) => match engine {
+                Engine::Candle => "candle's LogitsProcessor (through the adapter)".into(),
+                Engine::Native => "NativeSampler".into(),
+            },
+            Self::Chain { config, .. } => {
+                format!("Chain ({} convention)", convention_name(config.convention))
+            }
+        }
+    }
+}
+
+/// A [`Convention`] as spelled in a `ChainConfig` file (`hf`, `llama.cpp`, `candle`).
+pub fn convention_name(convention: Convention) -> String {
+    match serde_json::to_value(convention) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => format!("{convention:?}"),
+    }
+}
+
+/// The fields of `config` that differ from [`ChainConfig::default`], as `name value` pairs
+/// (`neutral` when none does).
+pub fn describe_chain(config: &ChainConfig) -> String {
+    let (Ok(serde_json::Value::Object(this)), Ok(serde_json::Value::Object(neutral))) = (
+        serde_json::to_value(config),
+        serde_json::to_value(ChainConfig::default()),
+    ) else {
+        return format!("{config:?}");
+    };
+    let parts: Vec<String> = this
+        .iter()
+        .filter(|(name, value)| neutral.get(name.as_str()) != Some(value))
+        .map(|(name, value)| format!("{name} {}", compact(value)))
+        .collect();
+    if parts.is_empty() {
+        "neutral (plain sampling at temperature 1)".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A JSON value for the header: strings unquoted, floats as the `f32` they were serialised
+/// from (`0.7`, not `0.699999988079071`).
+fn compact(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let list = |items: Vec<String>| items.join(", ");
+    match value {
+        Value::Number(n) if n.is_f64() => n
+            .as_f64()
+            .map_or_else(|| n.to_string(), |x| format!("{:?}", x as f32)),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => format!("[{}]", list(items.iter().map(compact).collect())),
+        Value::Object(fields) => format!(
+            "{{{}}}",
+            list(
+                fields
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", compact(v)))
+                    .collect()
+            )
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Reads a stream's [`ChainConfig`] JSON file and validates it ([`ChainConfig::build`]); a
+/// file without a `seed` gets `seed`, the stream's.
+///
+/// # Errors
+///
+/// [`CliError::ConfigRead`] naming the file when it cannot be read; [`CliError::ConfigFile`]
+/// naming the file and the field for malformed JSON, an unknown field, a value of the wrong
+/// type or one out of range.
+pub fn read_chain_config(
+    stream: &'static str,
+    path: &Path,
+    seed: u64,
+) -> Result<ChainConfig, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::ConfigRead {
+        stream,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| CliError::ConfigFile {
+        stream,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (mut config, has_seed) = parse_chain_config(&text).map_err(bad)?;
+    if !has_seed {
+        config.seed = seed;
+    }
+    config.build().map_err(|e| bad(e.to_string()))?;
+    Ok(config)
+}
+
+/// Parses a [`ChainConfig`] JSON object, and says whether it sets `seed`. An error names the
+/// offending field: serde names unknown ones; for a value of the wrong type, each field is
+/// parsed alone to find it (the message and its position in the file are serde's, from the
+/// whole file).
+fn parse_chain_config(text: &str) -> Result<(ChainConfig, bool), String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let serde_json::Value::Object(fields) = value else {
+        return Err("expected a JSON object of ChainConfig fields".into());
+    };
+    match serde_json::from_str::<ChainConfig>(text) {
+        Ok(config) => Ok((config, fields.contains_key("seed"))),
+        Err(whole) => {
+            let message = whole.to_string();
+            if message.starts_with("unknown field") {
+                return Err(message);
+            }
+            for (name, value) in &fields {
+                let alone = serde_json::json!({ name.as_str(): value }).to_string();
+                if serde_json::from_str::<ChainConfig>(&alone).is_err() {
+                    return Err(format!("field `{name}`: {message}"));
+                }
+            }
+            Err(message)
+        }
     }
 }
 
@@ -377,22 +681,26 @@ where
 pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summary, CliError> {
     let text = StreamSettings::text(args);
     let audio = StreamSettings::audio(args);
-    let text_config = text.config()?;
-    let audio_config = audio.config()?;
+    if args.min_p.is_some() && args.text_config.is_some() && args.audio_config.is_some() {
+        return Err(CliError::Settings {
+            stream: "run",
+            reason: "--min-p applies to the flag-based samplers, but both streams have a \
+                     config file (set min_p in the files)"
+                .into(),
+        });
+    }
+    let text_sampler = StreamSampler::new(&text, args.text_config.as_deref())?;
+    let audio_sampler = StreamSampler::new(&audio, args.audio_config.as_deref())?;
     if args.steps == 0 {
         return Err(CliError::Settings {
             stream: "run",
             reason: "--steps must be at least 1".into(),
         });
     }
-    let build = |stream: &'static str, config: &SamplingConfig| {
-        match args.engine {
-            Engine::Candle => config.build(),
-            Engine::Native => config.build_native(),
-        }
-        .map_err(|source| CliError::Sampling { stream, source })
-    };
-    let samplers = Samplers::new(build("text", &text_config)?, build("audio", &audio_config)?);
+    let samplers = Samplers::new(
+        text_sampler.build("text", args.engine)?,
+        audio_sampler.build("audio", args.engine)?,
+    );
 
     let device = Device::Cpu;
     writeln!(
@@ -405,17 +713,24 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summ
         Some(dir) => checkpoint_models(dir, args.mimi.as_deref(), args.dtype, &device, out)?,
     };
     let generated = model.generated_audio_codebooks();
-    writeln!(out, "text sampler:  {}", text.describe())?;
+    writeln!(out, "text sampler:  {}", text_sampler.describe(&text))?;
     writeln!(
         out,
         "audio sampler: {} (one sampler for the {generated} codebooks, each with its own history)",
-        audio.describe()
+        audio_sampler.describe(&audio)
     )?;
-    let engine = match args.engine {
-        Engine::Candle => "candle's LogitsProcessor (through the adapter)",
-        Engine::Native => "NativeSampler",
-    };
-    writeln!(out, "engine:        {engine}")?;
+    let (text_engine, audio_engine) = (
+        text_sampler.engine(args.engine),
+        audio_sampler.engine(args.engine),
+    );
+    if text_engine == audio_engine {
+        writeln!(out, "engine:        {text_engine}")?;
+    } else {
+        writeln!(
+            out,
+            "engine:        text: {text_engine}; audio: {audio_engine}"
+        )?;
+    }
     writeln!(out, "user stream:   silence")?;
 
     let mut generator = BasicGenerator::new(model, mimi, &device, samplers)

@@ -224,6 +224,7 @@ fn stream_settings_map_to_sampling_strategies() {
         top_k,
         top_p,
         repetition_penalty: None,
+        min_p: None,
         seed: 3,
     };
     let sampling = |s: StreamSettings| s.config().unwrap().sampling;
@@ -300,4 +301,215 @@ fn the_native_engine_is_reproducible_and_draws_its_own_stream() {
     let (_, e) = demo("greedy-candle.wav", &greedy);
     assert_eq!(d, e);
     assert_eq!(run(&["--engine", "gpu"]).code, 2);
+}
+
+/// Writes `json` to a fresh file named `name`.
+fn config_file(name: &str, json: &str) -> PathBuf {
+    let path = temp_path(name);
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+#[test]
+fn a_text_config_file_replaces_the_text_sampler_and_nothing_else() {
+    // A greedy chain for the text stream draws what --text-temperature 0 draws: the same WAV.
+    let greedy = config_file("greedy-text.json", r#"{ "do_sample": false }"#);
+    let greedy_path = greedy.to_str().unwrap();
+    let (from_file, a) = demo("text-config.wav", &["--text-config", greedy_path]);
+    let (from_flags, b) = demo("text-flags.wav", &["--text-temperature", "0"]);
+    assert_eq!(a, b, "only the text sampler changed");
+    let line = |out: &str, prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {out}"))
+            .to_string()
+    };
+    assert_eq!(
+        line(&from_file.out, "audio sampler:"),
+        line(&from_flags.out, "audio sampler:")
+    );
+    assert_eq!(
+        line(&from_file.out, "text tokens"),
+        line(&from_flags.out, "text tokens")
+    );
+    assert!(
+        from_file.out.contains(&format!(
+            "text sampler:  from `{greedy_path}`: do_sample false"
+        )),
+        "{}",
+        from_file.out
+    );
+    assert!(
+        from_file.out.contains(
+            "engine:        text: Chain (hf convention); audio: candle's LogitsProcessor"
+        ),
+        "{}",
+        from_file.out
+    );
+
+    // A sampling chain from a file: reproducible, and the file's seed (or --seed) drives it.
+    let chain = config_file(
+        "llama-text.json",
+        r#"{ "convention": "llama.cpp", "temperature": 0.7, "top_k": 40, "min_p": 0.05 }"#,
+    );
+    let chain_path = chain.to_str().unwrap();
+    let (x, wav_x) = demo("chain-x.wav", &["--text-config", chain_path]);
+    let (_, wav_y) = demo("chain-y.wav", &["--text-config", chain_path]);
+    assert_eq!(wav_x, wav_y);
+    assert!(x.out.contains("convention llama.cpp"), "{}", x.out);
+    assert!(
+        x.out.contains("seed 42"),
+        "the file has no seed: --seed's: {}",
+        x.out
+    );
+    // An audio config file, too; the flags of a stream with a file conflict with it.
+    let (audio, _) = demo("audio-config.wav", &["--audio-config", greedy_path]);
+    assert!(
+        audio.out.contains(&format!(
+            "audio sampler: from `{greedy_path}`: do_sample false"
+        )),
+        "{}",
+        audio.out
+    );
+    assert_eq!(
+        run(&["--text-config", greedy_path, "--text-top-k", "5"]).code,
+        2
+    );
+    assert_eq!(
+        run(&["--audio-config", greedy_path, "--top-p", "0.5"]).code,
+        2
+    );
+    std::fs::remove_file(&greedy).unwrap();
+    std::fs::remove_file(&chain).unwrap();
+}
+
+#[test]
+fn bad_config_files_name_the_file_and_the_field() {
+    let wav = temp_path("bad-config.wav");
+    let out = wav.to_str().unwrap();
+    for (name, json, needles) in [
+        (
+            "unknown.json",
+            r#"{ "temperature": 0.7, "top_kk": 4 }"#,
+            &["unknown field `top_kk`"][..],
+        ),
+        (
+            "range.json",
+            r#"{ "top_p": 1.5 }"#,
+            &["top_p", "invalid text sampler config"][..],
+        ),
+        ("type.json", r#"{ "top_k": -1 }"#, &["field `top_k`"][..]),
+        ("malformed.json", r#"{ "top_k": 4"#, &["EOF"][..]),
+        ("array.json", "[1, 2]", &["JSON object"][..]),
+    ] {
+        let path = config_file(name, json);
+        let path_str = path.to_str().unwrap();
+        let result = run(&["--text-config", path_str, "--out", out]);
+        assert_eq!(result.code, 1, "{name}: {}", result.err);
+        assert!(result.err.starts_with("error: "), "{name}: {}", result.err);
+        assert!(result.err.contains(path_str), "{name}: {}", result.err);
+        for needle in needles {
+            assert!(result.err.contains(needle), "{name}: {}", result.err);
+        }
+        assert!(!wav.exists(), "{name} wrote a file");
+        std::fs::remove_file(&path).unwrap();
+    }
+    // An out-of-range audio config is reported for the audio stream.
+    let path = config_file("audio-range.json", r#"{ "temperature": -1 }"#);
+    let result = run(&["--audio-config", path.to_str().unwrap(), "--out", out]);
+    assert_eq!(result.code, 1);
+    assert!(
+        result.err.contains("invalid audio sampler config") && result.err.contains("temperature"),
+        "{}",
+        result.err
+    );
+    std::fs::remove_file(&path).unwrap();
+    // A missing file is named.
+    let result = run(&["--text-config", "/nonexistent/text.json", "--out", out]);
+    assert_eq!(result.code, 1);
+    assert!(
+        result
+            .err
+            .contains("could not read the text sampler config `/nonexistent/text.json`"),
+        "{}",
+        result.err
+    );
+    assert!(!wav.exists());
+}
+
+#[test]
+fn min_p_builds_chains_from_the_flags_and_is_range_checked() {
+    let path = temp_path("bad-min-p.wav");
+    let out = path.to_str().unwrap();
+    for value in ["1.5", "-0.1", "NaN"] {
+        let result = run(&["--min-p", value, "--out", out]);
+        assert_eq!(result.code, 1, "{value}");
+        assert!(
+            result
+                .err
+                .contains(&format!("min-p must be in [0, 1], got {value}")),
+            "{value}: {}",
+            result.err
+        );
+        assert!(!path.exists());
+    }
+    // Greedy chains draw what the greedy engines draw.
+    let greedy = ["--temperature", "0", "--text-temperature", "0"];
+    let (_, a) = demo(
+        "min-p-greedy.wav",
+        &[&greedy[..], &["--min-p", "0.1"]].concat(),
+    );
+    let (_, b) = demo("flags-greedy.wav", &greedy);
+    assert_eq!(a, b);
+    // Sampling chains: min-p in the header, reproducible for a seed.
+    let (x, wav_x) = demo("min-p-x.wav", &["--min-p", "0.05", "--seed", "5"]);
+    let (_, wav_y) = demo("min-p-y.wav", &["--min-p", "0.05", "--seed", "5"]);
+    assert_eq!(wav_x, wav_y);
+    assert!(
+        x.out
+            .contains("text sampler:  top-k 25, min-p 0.05, temperature 0.8"),
+        "{}",
+        x.out
+    );
+    assert!(
+        x.out.contains("engine:        Chain (hf convention)\n"),
+        "{}",
+        x.out
+    );
+    // Both streams from files leave --min-p nothing to apply to.
+    let file = config_file("both.json", "{}");
+    let file = file.to_str().unwrap();
+    let result = run(&[
+        "--min-p",
+        "0.1",
+        "--text-config",
+        file,
+        "--audio-config",
+        file,
+    ]);
+    assert_eq!(result.code, 1);
+    assert!(result.err.contains("--min-p"), "{}", result.err);
+    std::fs::remove_file(file).unwrap();
+    // The settings map to an HF chain.
+    let settings = StreamSettings {
+        stream: "text",
+        temperature: 0.7,
+        top_k: 9,
+        top_p: Some(0.9),
+        repetition_penalty: Some(1.2),
+        min_p: Some(0.05),
+        seed: 3,
+    };
+    let chain = settings.chain_config().unwrap();
+    assert_eq!(chain.convention, kyutai_sampling::Convention::HuggingFace);
+    assert_eq!(
+        (chain.temperature, chain.top_k, chain.top_p, chain.min_p),
+        (0.7, 9, 0.9, 0.05)
+    );
+    assert_eq!(
+        (chain.repetition_penalty, chain.repeat_last_n),
+        (1.2, Some(64))
+    );
+    assert!(chain.do_sample);
+    assert_eq!(chain.seed, 3);
 }

@@ -44,12 +44,40 @@ pub enum SamplingError {
     /// Every logit is `-inf`: there is no token to draw.
     #[error("every logit is -inf: no token can be sampled")]
     AllMasked,
+    /// A configuration field is out of its range, or a configuration cannot be honoured.
+    #[error("invalid configuration field `{field}`: {reason}")]
+    InvalidConfig {
+        /// The offending field, as spelled in the configuration (`top_p`, `num_beams`, ...).
+        field: String,
+        /// What is wrong with it, and what is expected.
+        reason: String,
+    },
+    /// A configuration could not be parsed (malformed JSON, an unknown field, a wrong type).
+    #[error("invalid configuration: {0}")]
+    ConfigSyntax(String),
+    /// A token id named by a configuration list is outside the vocabulary of the logits.
+    #[error("token {token} in `{list}` is outside the vocabulary of {vocab} tokens")]
+    TokenOutOfVocab {
+        /// The configuration list that names the token (`logit_bias`, `eos_token_id`, ...).
+        list: &'static str,
+        /// The offending id.
+        token: u32,
+        /// The vocabulary size of the logits.
+        vocab: usize,
+    },
     /// An error raised by candle (device transfer, dtype conversion, ...).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
 impl SamplingError {
+    pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidConfig {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn invalid(name: &'static str, value: f64, expected: &'static str) -> Self {
         Self::InvalidParameter {
             name,

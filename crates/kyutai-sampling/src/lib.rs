@@ -49,6 +49,7 @@
 #![deny(missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+mod chain;
 mod config;
 mod error;
 mod logits;
@@ -57,8 +58,10 @@ mod native;
 mod params;
 mod repetition_penalty;
 mod sampler;
+mod stage;
 
 pub use candle_transformers::generation::Sampling;
+pub use chain::{Chain, ChainConfig, Convention, Sampled};
 pub use config::SamplingConfig;
 pub use error::SamplingError;
 pub use logits::validate_logits;

@@ -102,12 +102,7 @@ fn penalise(edits: &mut Vec<(u32, f32)>, logits: &[f32], window: &[u32], penalty
     edits.sort_unstable_by_key(|&(id, _)| id);
     edits.dedup_by_key(|&mut (id, _)| id);
     for (id, value) in edits.iter_mut() {
-        let logit = logits[*id as usize];
-        *value = if logit >= 0.0 {
-            logit / penalty
-        } else {
-            logit * penalty
-        };
+        *value = penalised(logits[*id as usize], penalty);
     }
 }
 
@@ -134,7 +129,88 @@ impl<S: Sampler> Sampler for RepetitionPenalty<S> {
         self.inner.sample_edited(logits, &self.edits, history)
     }
 
+    /// Penalises the edited logits (`logits` with `edits` applied) and hands the inner sampler
+    /// one merged list of edits, so that decorators stack without copying the vocabulary.
+    fn sample_edited(
+        &mut self,
+        logits: &[f32],
+        edits: &[(u32, f32)],
+        history: &[u32],
+    ) -> Result<u32, SamplingError> {
+        if self.is_identity(history) {
+            return self.inner.sample_edited(logits, edits, history);
+        }
+        let window = &history[history.len().saturating_sub(self.context_size)..];
+        merge_penalised(&mut self.edits, logits, edits, window, self.penalty);
+        self.inner.sample_edited(logits, &self.edits, history)
+    }
+
     fn reset(&mut self) {
         self.inner.reset();
+    }
+}
+
+/// Fills `out` with `edits` (each token once, the later entry winning) merged with the penalty
+/// of each distinct in-vocabulary id of the window, applied to the edited value; sorted by token.
+fn merge_penalised(
+    out: &mut Vec<(u32, f32)>,
+    logits: &[f32],
+    edits: &[(u32, f32)],
+    window: &[u32],
+    penalty: f32,
+) {
+    out.clear();
+    out.extend(
+        edits
+            .iter()
+            .copied()
+            .filter(|&(id, _)| (id as usize) < logits.len()),
+    );
+    // A stable sort keeps equal tokens in input order; keep the last of each run.
+    out.sort_by_key(|&(id, _)| id);
+    let mut write = 0;
+    for read in 0..out.len() {
+        if write > 0 && out[write - 1].0 == out[read].0 {
+            out[write - 1] = out[read];
+        } else {
+            out[write] = out[read];
+            write += 1;
+        }
+    }
+    out.truncate(write);
+    let given = out.len();
+    out.extend(
+        window
+            .iter()
+            .filter(|&&id| (id as usize) < logits.len())
+            .map(|&id| (id, 0.0)),
+    );
+    out[given..].sort_unstable_by_key(|&(id, _)| id);
+    let (head, tail) = out.split_at_mut(given);
+    let mut last = None;
+    for entry in tail.iter_mut() {
+        if last == Some(entry.0) {
+            entry.0 = u32::MAX; // a repeat of the previous id: dropped below
+            continue;
+        }
+        last = Some(entry.0);
+        match head.binary_search_by_key(&entry.0, |&(t, _)| t) {
+            Ok(i) => {
+                head[i].1 = penalised(head[i].1, penalty);
+                entry.0 = u32::MAX; // merged into the given entry
+            }
+            Err(_) => entry.1 = penalised(logits[entry.0 as usize], penalty),
+        }
+    }
+    out.retain(|&(id, _)| id != u32::MAX);
+    out.sort_unstable_by_key(|&(id, _)| id);
+}
+
+/// candle's rule for one logit.
+fn penalised(logit: f32, penalty: f32) -> f32 {
+    if logit >= 0.0 {
+        logit / penalty
+    } else {
+        logit * penalty
     }
 }

@@ -120,6 +120,16 @@ fn no_allocation_per_call_in_steady_state() {
             assert_steady(&format!("{what} penalty"), || {
                 boxed.sample(&vector, &history).unwrap();
             });
+            let mut stacked: BoxSampler = NativeSampler::from_sampling(1, sampling.clone())
+                .unwrap()
+                .with_repetition_penalty(1.1, 64)
+                .unwrap()
+                .with_repetition_penalty(1.2, 16)
+                .unwrap()
+                .boxed();
+            assert_steady(&format!("{what} two stacked penalties"), || {
+                stacked.sample(&vector, &history).unwrap();
+            });
         }
     }
 }

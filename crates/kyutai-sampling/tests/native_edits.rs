@@ -169,6 +169,34 @@ fn the_penalty_decorator_over_the_engine_matches_the_copy_path() {
 }
 
 #[test]
+fn stacked_penalty_decorators_match_the_copy_path() {
+    // Two decorators stacked: the outer one hands its edits to the inner one's `sample_edited`,
+    // which must penalise the already-penalised values (as two copies would) and merge.
+    for sampling in all_variants() {
+        let mut native = NativeSampler::from_sampling(21, sampling.clone())
+            .unwrap()
+            .with_repetition_penalty(1.3, 64)
+            .unwrap()
+            .with_repetition_penalty(2.0, 8)
+            .unwrap();
+        let mut copy = CopyPath(NativeSampler::from_sampling(21, sampling.clone()).unwrap())
+            .with_repetition_penalty(1.3, 64)
+            .unwrap()
+            .with_repetition_penalty(2.0, 8)
+            .unwrap();
+        let len = 2048;
+        let mut history: Vec<u32> = (0..40).map(|i| (i * 97) % 60).collect();
+        for step in 0..40 {
+            let logits = spread_logits(900 + step, len, 12.0);
+            let a = native.sample_slice(&logits, &history).unwrap();
+            let b = copy.sample_slice(&logits, &history).unwrap();
+            assert_eq!(a, b, "{sampling:?} step {step}");
+            history.push(a);
+        }
+    }
+}
+
+#[test]
 fn penalised_argmax_at_128256_tokens() {
     let len = 128_256;
     let mut logits = spread_logits(77, len, 20.0);

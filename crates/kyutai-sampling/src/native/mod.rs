@@ -6,6 +6,11 @@ mod select;
 mod view;
 mod weights;
 
+pub(crate) use draw::unit;
+pub(crate) use select::{Candidate, Moments};
+pub(crate) use view::View;
+pub(crate) use weights::{scale, weight, WeightedMoments};
+
 use candle_core::Tensor;
 use candle_transformers::generation::Sampling;
 use rand::SeedableRng;
@@ -14,9 +19,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::logits::with_logits;
 use crate::params::{check_sampling, sampling_from_options};
 use crate::{Sampler, SamplingError};
-use select::{by_rank, gather_groups, top_k_floor, Candidate, Gather, GroupScan, Scan, GROUP};
-use view::{normalise_edits, EditBuffer, View};
-use weights::{scale, weight, StoreWeights, SumWeights, BLOCK};
+use select::{by_rank, gather_groups, top_k_floor, Collect, Gather, GroupScan, Scan, GROUP};
+use view::{normalise_edits, EditBuffer};
+use weights::{StoreWeights, SumWeights, BLOCK};
 
 /// A sampler that draws from exactly the distributions of candle's `LogitsProcessor`, for every
 /// [`Sampling`] variant, at a fraction of the cost, from its own seeded random stream.
@@ -138,7 +143,7 @@ pub struct NativeSampler {
 
 /// The parameters of a [`Sampling`], checked and preprocessed.
 #[derive(Debug, Clone, Copy)]
-enum Mode {
+pub(crate) enum Mode {
     ArgMax,
     All { scale: f32 },
     TopK { k: usize, scale: f32 },
@@ -148,7 +153,7 @@ enum Mode {
 }
 
 impl Mode {
-    fn new(sampling: &Sampling) -> Self {
+    pub(crate) fn new(sampling: &Sampling) -> Self {
         match *sampling {
             Sampling::ArgMax => Self::ArgMax,
             Sampling::All { temperature } => Self::All {
@@ -176,7 +181,7 @@ impl Mode {
 
 /// Buffers kept from call to call.
 #[derive(Clone, Default)]
-struct Workspace {
+pub(crate) struct Workspace {
     /// One weight per token (`All`, `TopP`, `GumbelSoftmax`).
     weights: Vec<f32>,
     /// The sums of the [`BLOCK`]s of `weights`.
@@ -241,33 +246,43 @@ impl NativeSampler {
 
     /// The token for `view`.
     fn draw(&mut self, view: View<'_>) -> Result<u32, SamplingError> {
-        let len = view.len();
-        if len == 0 {
-            return Err(SamplingError::EmptyLogits);
-        }
-        if len - 1 > u32::MAX as usize {
-            // Token ids are u32: such a vocabulary cannot be sampled.
-            return Err(SamplingError::InvalidShape { shape: vec![len] });
-        }
-        let rng = &mut self.rng;
-        let work = &mut self.work;
-        let token = match self.mode {
-            Mode::ArgMax => return select::argmax(&view),
-            Mode::All { scale } => all(work, &view, scale, rng)?,
-            Mode::TopK { k, scale } if k >= len => all(work, &view, scale, rng)?,
-            Mode::TopK { k, scale } => top_k(work, &view, k, scale, rng)?,
-            Mode::TopP { p, scale } => top_p(work, &view, p, scale, rng)?,
-            Mode::TopKThenTopP { k, p, scale } if k >= len => top_p(work, &view, p, scale, rng)?,
-            Mode::TopKThenTopP { k, p, scale } => top_k_top_p(work, &view, k, p, scale, rng)?,
-            Mode::Gumbel { scale } => {
-                let (weights, sums, _) = dense(work, &view, scale)?;
-                draw::gumbel_max(weights, sums, rng)
-            }
-        };
-        // `None` would mean that no token has a positive weight, which validation rules out
-        // (the maximum weighs 1).
-        token.map(|t| t as u32).ok_or(SamplingError::AllMasked)
+        draw_mode(&mut self.work, self.mode, &view, &mut self.rng)
     }
+}
+
+/// The token that `mode` draws for `view`, with `work`'s buffers and `rng`'s stream: the one
+/// implementation of every strategy, shared by [`NativeSampler`] and the chain's plans that
+/// reduce to one of them.
+pub(crate) fn draw_mode(
+    work: &mut Workspace,
+    mode: Mode,
+    view: &View<'_>,
+    rng: &mut ChaCha8Rng,
+) -> Result<u32, SamplingError> {
+    let len = view.len();
+    if len == 0 {
+        return Err(SamplingError::EmptyLogits);
+    }
+    if len - 1 > u32::MAX as usize {
+        // Token ids are u32: such a vocabulary cannot be sampled.
+        return Err(SamplingError::InvalidShape { shape: vec![len] });
+    }
+    let token = match mode {
+        Mode::ArgMax => return select::argmax(view),
+        Mode::All { scale } => all(work, view, scale, rng)?,
+        Mode::TopK { k, scale } if k >= len => all(work, view, scale, rng)?,
+        Mode::TopK { k, scale } => top_k(work, view, k, scale, rng)?,
+        Mode::TopP { p, scale } => top_p(work, view, p, scale, rng)?,
+        Mode::TopKThenTopP { k, p, scale } if k >= len => top_p(work, view, p, scale, rng)?,
+        Mode::TopKThenTopP { k, p, scale } => top_k_top_p(work, view, k, p, scale, rng)?,
+        Mode::Gumbel { scale } => {
+            let (weights, sums, _) = dense(work, view, scale)?;
+            draw::gumbel_max(weights, sums, rng)
+        }
+    };
+    // `None` would mean that no token has a positive weight, which validation rules out
+    // (the maximum weighs 1).
+    token.map(|t| t as u32).ok_or(SamplingError::AllMasked)
 }
 
 /// Validates `view`, then fills the workspace with its weights and block sums; returns them and
@@ -295,6 +310,58 @@ fn dense<'w>(
     store.finish();
     let total = sums.iter().sum();
     Ok((weights, sums, total))
+}
+
+/// Validates `view` and records the maximum of every group of [`GROUP`] tokens in the
+/// workspace; returns the largest logit. The groups let [`collect_groups`] skip most of the
+/// vocabulary.
+pub(crate) fn scan_groups(work: &mut Workspace, view: &View<'_>) -> Result<f32, SamplingError> {
+    let count = view.len().div_ceil(GROUP);
+    if work.groups.len() < count {
+        work.groups.resize(count, 0.0);
+    }
+    let groups = &mut work.groups[..count];
+    let mut scan = GroupScan::new(groups);
+    view.visit(&mut scan);
+    scan.finish(view)
+}
+
+/// Appends to `out` every token of `view` whose logit is `>= floor` and unmasked, in index
+/// order, reading only the groups (recorded by the last [`scan_groups`]) that can hold one.
+pub(crate) fn collect_groups(
+    work: &Workspace,
+    view: &View<'_>,
+    floor: f32,
+    out: &mut Vec<Candidate>,
+) {
+    let count = view.len().div_ceil(GROUP);
+    let groups = work.groups.get(..count).unwrap_or_default();
+    let mut collect = Collect::new(floor, out);
+    let mut g = 0;
+    while g < groups.len() {
+        if groups
+            .get(g)
+            .is_some_and(|&m| m >= floor && m > f32::NEG_INFINITY)
+        {
+            let first = g;
+            while groups
+                .get(g)
+                .is_some_and(|&m| m >= floor && m > f32::NEG_INFINITY)
+            {
+                g += 1;
+            }
+            view.visit_range(first * GROUP, g * GROUP, &mut collect);
+        } else {
+            g += 1;
+        }
+    }
+}
+
+/// The sum of the weights of `view` at `scale` (`log2(e) / T`) relative to `max`, in f64.
+pub(crate) fn total_weight(view: &View<'_>, max: f32, scale: f32) -> f64 {
+    let mut sum = SumWeights::new(max, scale);
+    view.visit(&mut sum);
+    sum.finish()
 }
 
 /// `All`: one inverse-CDF draw over the block sums.
@@ -337,7 +404,7 @@ fn top_p(
 /// Validates `view` and finds its `k` best-ranked logits (best first) into the workspace: a scan
 /// that also records the maximum of every group of tokens, then a threshold search through the
 /// groups whose maximum can be in the top `k`. Returns them and the largest logit.
-fn top_candidates<'w>(
+pub(crate) fn top_candidates<'w>(
     work: &'w mut Workspace,
     view: &View<'_>,
     k: usize,

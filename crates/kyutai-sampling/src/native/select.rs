@@ -232,6 +232,106 @@ pub(crate) fn gather_groups(view: &View<'_>, groups: &[f32], floor: f32, gather:
     }
 }
 
+/// Collects the unmasked values `>= floor` with their indices (no validation: run after a scan).
+pub(crate) struct Collect<'a> {
+    floor: f32,
+    out: &'a mut Vec<Candidate>,
+}
+
+impl<'a> Collect<'a> {
+    pub(crate) fn new(floor: f32, out: &'a mut Vec<Candidate>) -> Self {
+        Self { floor, out }
+    }
+}
+
+impl Visit for Collect<'_> {
+    #[inline(always)]
+    fn run(&mut self, start: usize, values: &[f32]) {
+        for (c, chunk) in values.chunks_exact(LANES).enumerate() {
+            let hit = chunk.iter().fold(false, |h, &x| {
+                h | (x >= self.floor && x > f32::NEG_INFINITY)
+            });
+            if hit {
+                self.tail(start + c * LANES, chunk);
+            }
+        }
+    }
+
+    fn tail(&mut self, start: usize, values: &[f32]) {
+        for (i, &x) in values.iter().enumerate() {
+            if x >= self.floor && x > f32::NEG_INFINITY {
+                self.out.push((x, (start + i) as u32));
+            }
+        }
+    }
+}
+
+/// Count, sum and sum of squares of the unmasked values, taken about `center` (the maximum) for
+/// accuracy; run after a scan, so every value is finite or `-inf`.
+pub(crate) struct Moments {
+    center: f32,
+    count: [f32; LANES],
+    sum: [f32; LANES],
+    sum_sq: [f32; LANES],
+    total: (f64, f64, f64),
+}
+
+impl Moments {
+    pub(crate) fn new(center: f32) -> Self {
+        Self {
+            center,
+            count: [0.0; LANES],
+            sum: [0.0; LANES],
+            sum_sq: [0.0; LANES],
+            total: (0.0, 0.0, 0.0),
+        }
+    }
+
+    /// `(count, Σ(x − center), Σ(x − center)²)`.
+    pub(crate) fn finish(mut self) -> (f64, f64, f64) {
+        self.flush();
+        self.total
+    }
+
+    fn flush(&mut self) {
+        self.total.0 += self.count.iter().map(|&c| f64::from(c)).sum::<f64>();
+        self.total.1 += self.sum.iter().map(|&c| f64::from(c)).sum::<f64>();
+        self.total.2 += self.sum_sq.iter().map(|&c| f64::from(c)).sum::<f64>();
+        self.count = [0.0; LANES];
+        self.sum = [0.0; LANES];
+        self.sum_sq = [0.0; LANES];
+    }
+}
+
+impl Visit for Moments {
+    fn run(&mut self, _start: usize, values: &[f32]) {
+        // Flush the f32 lanes every few thousand values so that they stay accurate.
+        for block in values.chunks(LANES * 256) {
+            for chunk in block.chunks_exact(LANES) {
+                for (i, &x) in chunk.iter().enumerate() {
+                    let live = x > f32::NEG_INFINITY;
+                    let d = if live { x - self.center } else { 0.0 };
+                    self.count[i] += if live { 1.0 } else { 0.0 };
+                    self.sum[i] += d;
+                    self.sum_sq[i] += d * d;
+                }
+            }
+            self.flush();
+        }
+    }
+
+    fn tail(&mut self, _start: usize, values: &[f32]) {
+        for &x in values {
+            if x > f32::NEG_INFINITY {
+                let d = f64::from(x - self.center);
+                self.total.0 += 1.0;
+                self.total.1 += d;
+                self.total.2 += d * d;
+            }
+        }
+    }
+}
+
 /// `ArgMax`: the lowest index of the largest logit (a scan, then a search that stops at the
 /// first hit), or the view's error.
 pub(crate) fn argmax(view: &View<'_>) -> Result<u32, SamplingError> {

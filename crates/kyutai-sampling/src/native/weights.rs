@@ -221,6 +221,76 @@ impl Visit for SumWeights {
     }
 }
 
+/// The sum of the weights `w = exp(y)` with `y = (x − max) / T`, and the sums of `w·y` and
+/// `w·y²` (the mean and spread of `y` under the softmax, which give its entropy), in f32 lanes
+/// flushed to f64 every block.
+pub(crate) struct WeightedMoments {
+    max: f32,
+    scale: f32,
+    inv_t: f32,
+    acc: [[f32; LANES]; 3],
+    total: [f64; 3],
+}
+
+impl WeightedMoments {
+    /// `scale` is `log2(e) / T` and `inv_t` is `1 / T`.
+    pub(crate) fn new(max: f32, scale: f32, inv_t: f32) -> Self {
+        Self {
+            max,
+            scale,
+            inv_t,
+            acc: [[0.0; LANES]; 3],
+            total: [0.0; 3],
+        }
+    }
+
+    /// `(Σw, Σw·y, Σw·y²)`.
+    pub(crate) fn finish(mut self) -> (f64, f64, f64) {
+        self.flush();
+        (self.total[0], self.total[1], self.total[2])
+    }
+
+    fn flush(&mut self) {
+        for (total, acc) in self.total.iter_mut().zip(&mut self.acc) {
+            *total += acc.iter().map(|&a| f64::from(a)).sum::<f64>();
+            *acc = [0.0; LANES];
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, values: &[f32], w: &[f32; LANES]) {
+        let [a0, a1, a2] = &mut self.acc;
+        for (i, (&x, &w)) in values.iter().zip(w).enumerate().take(LANES) {
+            // A weight of 0 (masked or negligible) adds nothing, whatever its y.
+            let y = if w > 0.0 {
+                (x - self.max) * self.inv_t
+            } else {
+                0.0
+            };
+            a0[i] += w;
+            a1[i] += w * y;
+            a2[i] += w * y * y;
+        }
+    }
+}
+
+impl Visit for WeightedMoments {
+    fn run(&mut self, start: usize, values: &[f32]) {
+        for (i, chunk) in values.chunks_exact(LANES).enumerate() {
+            let w = chunk_weights(chunk, self.max, self.scale);
+            self.add(chunk, &w);
+            if (start + (i + 1) * LANES) % BLOCK == 0 {
+                self.flush();
+            }
+        }
+    }
+
+    fn tail(&mut self, _start: usize, values: &[f32]) {
+        let w = tail_weights(values, self.max, self.scale);
+        self.add(values, &w);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
