@@ -3,7 +3,7 @@
 //! `fixtures/reference/hf_vectors.json` is transcribed from transformers'
 //! `tests/generation/test_logits_process.py`, `fixtures/reference/llamacpp_vectors.json` from
 //! llama.cpp's `tests/test-sampling.cpp` (schema: `fixtures/reference/README.md`). Each vector
-//! is run through [`Chain::probabilities`] with the [`ChainConfig`] of that processor alone, in
+//! is run through [`Chain::probabilities`](kyutai_sampling::Chain::probabilities) with the [`ChainConfig`] of that processor alone, in
 //! the library's convention:
 //!
 //! * HF: the kept set must match exactly (an entry equal to the processor's `filter_value` is
@@ -16,6 +16,13 @@
 //! vector together (processor, parameters, row, input, expected, got). Processors this crate
 //! does not build are skipped with a reason ([`hf_skip_reason`], [`llamacpp_skip_reason`]);
 //! [`every_vector_is_run_or_skipped_with_a_reason`] checks that no vector falls through.
+//!
+//! Two vectors are judged specially, each saying so on stderr:
+//! * the top-p row marked `boundary_sensitive` (mass `0.5 + 0.3` against `top_p = 0.8`, equal to
+//!   within f32 rounding) also passes as the nucleus of `top_p ± 1e-6` ([`boundary_alternative`]);
+//! * a llama.cpp `min_p` above 1, outside the range [`ChainConfig`] documents, must be rejected
+//!   by `build` with an error naming `min_p`, and is then skipped ([`out_of_range`]); should the
+//!   chain accept it, the vector runs.
 
 use kyutai_sampling::{ChainConfig, Convention, SamplingError};
 use serde_json::Value;
