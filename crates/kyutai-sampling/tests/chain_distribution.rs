@@ -11,9 +11,7 @@ mod chain_support;
 
 use std::collections::BTreeMap;
 
-use chain_support::{
-    assert_close, check_random, edited, random_ids, reference, State, NEAR_MASS,
-};
+use chain_support::{assert_close, check_random, edited, random_ids, reference, State};
 use kyutai_sampling::{ChainConfig, Convention};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -86,10 +84,12 @@ macro_rules! per_convention {
     };
 }
 
-per_convention!(temperature_alone, 100, |rng, conv, _, _| Some(ChainConfig {
-    temperature: temperature(rng, conv),
-    ..base(conv)
-}));
+per_convention!(temperature_alone, 100, |rng, conv, _, _| Some(
+    ChainConfig {
+        temperature: temperature(rng, conv),
+        ..base(conv)
+    }
+));
 
 per_convention!(top_k, 200, |rng, conv, logits, _| Some(ChainConfig {
     temperature: temperature(rng, conv),
@@ -107,12 +107,14 @@ per_convention!(top_p, 300, |rng, conv, _, _| Some(ChainConfig {
 
 // Both set: sequential (renormalised) in hf and llama.cpp, candle's un-renormalised rule in
 // candle, including k at or above the vocabulary (candle then applies top-p alone).
-per_convention!(top_k_and_top_p, 400, |rng, conv, logits, _| Some(ChainConfig {
-    temperature: temperature(rng, conv),
-    top_k: rng.random_range(1..=logits.len() + 2),
-    top_p: mass(rng, conv),
-    ..base(conv)
-}));
+per_convention!(top_k_and_top_p, 400, |rng, conv, logits, _| Some(
+    ChainConfig {
+        temperature: temperature(rng, conv),
+        top_k: rng.random_range(1..=logits.len() + 2),
+        top_p: mass(rng, conv),
+        ..base(conv)
+    }
+));
 
 per_convention!(min_p, 500, |rng, conv, _, _| Some(ChainConfig {
     temperature: temperature(rng, conv),
@@ -155,31 +157,35 @@ per_convention!(top_n_sigma, 900, |rng, conv, _, _| Some(ChainConfig {
     ..base(conv)
 }));
 
-per_convention!(dynamic_temperature, 1000, |rng, conv, _, _| Some(ChainConfig {
-    temperature: rng.random_range(0.0f32..2.0),
-    dynatemp_range: rng.random_range(0.05f32..1.5),
-    dynatemp_exponent: rng.random_range(0.0f32..3.0),
-    ..base(conv)
-}));
+per_convention!(dynamic_temperature, 1000, |rng, conv, _, _| Some(
+    ChainConfig {
+        temperature: rng.random_range(0.0f32..2.0),
+        dynatemp_range: rng.random_range(0.05f32..1.5),
+        dynatemp_exponent: rng.random_range(0.0f32..3.0),
+        ..base(conv)
+    }
+));
 
 // XTC with probability 1 (its coin always fires, so the distribution is deterministic), alone
 // or after a truncation; a threshold above 0.5 sometimes (a no-op).
-per_convention!(xtc_certain, 1100, |rng, conv, logits, _| Some(ChainConfig {
-    temperature: temperature(rng, conv),
-    xtc_probability: 1.0,
-    xtc_threshold: if rng.random_bool(0.1) {
-        rng.random_range(0.51f32..1.0)
-    } else {
-        rng.random_range(0.0f32..0.5)
-    },
-    top_k: if rng.random_bool(0.3) {
-        rng.random_range(1..=logits.len() + 1)
-    } else {
-        0
-    },
-    min_keep: min_keep(rng),
-    ..base(conv)
-}));
+per_convention!(xtc_certain, 1100, |rng, conv, logits, _| Some(
+    ChainConfig {
+        temperature: temperature(rng, conv),
+        xtc_probability: 1.0,
+        xtc_threshold: if rng.random_bool(0.1) {
+            rng.random_range(0.51f32..1.0)
+        } else {
+            rng.random_range(0.0f32..0.5)
+        },
+        top_k: if rng.random_bool(0.3) {
+            rng.random_range(1..=logits.len() + 1)
+        } else {
+            0
+        },
+        min_keep: min_keep(rng),
+        ..base(conv)
+    }
+));
 
 per_convention!(mirostat_v2, 1200, |rng, conv, _, _| Some(ChainConfig {
     temperature: if conv == Convention::LlamaCpp {
@@ -202,12 +208,14 @@ per_convention!(mirostat_v1, 1300, |rng, conv, _, _| Some(ChainConfig {
     ..base(conv)
 }));
 
-per_convention!(repetition_penalty, 1400, |rng, conv, _, _| Some(ChainConfig {
-    temperature: temperature(rng, conv),
-    repetition_penalty: rng.random_range(0.3f32..3.0),
-    repeat_last_n: window(rng),
-    ..base(conv)
-}));
+per_convention!(repetition_penalty, 1400, |rng, conv, _, _| Some(
+    ChainConfig {
+        temperature: temperature(rng, conv),
+        repetition_penalty: rng.random_range(0.3f32..3.0),
+        repeat_last_n: window(rng),
+        ..base(conv)
+    }
+));
 
 fn window(rng: &mut ChaCha8Rng) -> Option<usize> {
     if rng.random_bool(0.5) {
@@ -217,23 +225,27 @@ fn window(rng: &mut ChaCha8Rng) -> Option<usize> {
     }
 }
 
-per_convention!(frequency_presence, 1500, |rng, conv, _, _| Some(ChainConfig {
-    temperature: temperature(rng, conv),
-    frequency_penalty: rng.random_range(-1.5f32..1.5),
-    presence_penalty: rng.random_range(-1.5f32..1.5),
-    repeat_last_n: window(rng),
-    ..base(conv)
-}));
+per_convention!(frequency_presence, 1500, |rng, conv, _, _| Some(
+    ChainConfig {
+        temperature: temperature(rng, conv),
+        frequency_penalty: rng.random_range(-1.5f32..1.5),
+        presence_penalty: rng.random_range(-1.5f32..1.5),
+        repeat_last_n: window(rng),
+        ..base(conv)
+    }
+));
 
 // All three penalties: the order (repetition, then frequency and presence) matters.
-per_convention!(penalties_together, 1600, |rng, conv, _, _| Some(ChainConfig {
-    temperature: temperature(rng, conv),
-    repetition_penalty: rng.random_range(0.3f32..3.0),
-    frequency_penalty: rng.random_range(-1.5f32..1.5),
-    presence_penalty: rng.random_range(-1.5f32..1.5),
-    repeat_last_n: window(rng),
-    ..base(conv)
-}));
+per_convention!(penalties_together, 1600, |rng, conv, _, _| Some(
+    ChainConfig {
+        temperature: temperature(rng, conv),
+        repetition_penalty: rng.random_range(0.3f32..3.0),
+        frequency_penalty: rng.random_range(-1.5f32..1.5),
+        presence_penalty: rng.random_range(-1.5f32..1.5),
+        repeat_last_n: window(rng),
+        ..base(conv)
+    }
+));
 
 fn biases(rng: &mut ChaCha8Rng, len: usize) -> BTreeMap<u32, f32> {
     let mut out = BTreeMap::new();
@@ -266,21 +278,29 @@ per_convention!(logit_bias, 1700, |rng, conv, logits, history| {
 });
 
 // Bias and repetition on the same tokens: their order is the convention's.
-per_convention!(logit_bias_with_penalties, 1800, |rng, conv, logits, history| {
-    let mut bias = biases(rng, logits.len());
-    for &t in history.iter().filter(|&&t| (t as usize) < logits.len()).take(4) {
-        bias.insert(t, rng.random_range(-3.0f32..3.0));
+per_convention!(
+    logit_bias_with_penalties,
+    1800,
+    |rng, conv, logits, history| {
+        let mut bias = biases(rng, logits.len());
+        for &t in history
+            .iter()
+            .filter(|&&t| (t as usize) < logits.len())
+            .take(4)
+        {
+            bias.insert(t, rng.random_range(-3.0f32..3.0));
+        }
+        let c = ChainConfig {
+            temperature: temperature(rng, conv),
+            logit_bias: bias,
+            repetition_penalty: rng.random_range(0.3f32..3.0),
+            frequency_penalty: rng.random_range(-1.0f32..1.0),
+            presence_penalty: rng.random_range(-1.0f32..1.0),
+            ..base(conv)
+        };
+        some_left(&c, logits, history).then_some(c)
     }
-    let c = ChainConfig {
-        temperature: temperature(rng, conv),
-        logit_bias: bias,
-        repetition_penalty: rng.random_range(0.3f32..3.0),
-        frequency_penalty: rng.random_range(-1.0f32..1.0),
-        presence_penalty: rng.random_range(-1.0f32..1.0),
-        ..base(conv)
-    };
-    some_left(&c, logits, history).then_some(c)
-});
+);
 
 per_convention!(suppress_tokens, 1900, |rng, conv, logits, history| {
     let c = ChainConfig {
@@ -302,21 +322,25 @@ per_convention!(allowed_token_ids, 2000, |rng, conv, logits, history| {
 });
 
 // The allowed set with every truncation after it (the engine's non-fused path).
-per_convention!(allowed_with_truncations, 2100, |rng, conv, logits, history| {
-    let c = ChainConfig {
-        temperature: temperature(rng, conv),
-        allowed_token_ids: Some(random_ids(rng, logits.len(), 20)),
-        top_k: rng.random_range(0..=8),
-        top_p: mass(rng, conv),
-        min_p: if rng.random_bool(0.5) {
-            rng.random_range(0.01f32..0.5)
-        } else {
-            0.0
-        },
-        ..base(conv)
-    };
-    some_left(&c, logits, history).then_some(c)
-});
+per_convention!(
+    allowed_with_truncations,
+    2100,
+    |rng, conv, logits, history| {
+        let c = ChainConfig {
+            temperature: temperature(rng, conv),
+            allowed_token_ids: Some(random_ids(rng, logits.len(), 20)),
+            top_k: rng.random_range(0..=8),
+            top_p: mass(rng, conv),
+            min_p: if rng.random_bool(0.5) {
+                rng.random_range(0.01f32..0.5)
+            } else {
+                0.0
+            },
+            ..base(conv)
+        };
+        some_left(&c, logits, history).then_some(c)
+    }
+);
 
 per_convention!(min_length, 2200, |rng, conv, logits, history| {
     let c = ChainConfig {
@@ -351,65 +375,49 @@ fn everything(
 ) -> Option<ChainConfig> {
     let len = logits.len();
     let mut c = base(conv);
-    let mut on = || rng.random_bool(0.5);
-    let (a, b, d, e, f, g, h, i, j, k, l, m, n) = (
-        on(),
-        on(),
-        on(),
-        on(),
-        on(),
-        on(),
-        on(),
-        on(),
-        on(),
-        on(),
-        on(),
-        on(),
-        on(),
-    );
     c.temperature = temperature(rng, conv);
-    if a {
+    if rng.random_bool(0.5) {
         c.top_k = rng.random_range(1..=len + 2);
     }
-    if b {
+    if rng.random_bool(0.5) {
         c.top_p = mass(rng, conv);
     }
-    if d {
+    if rng.random_bool(0.5) {
         c.min_p = rng.random_range(0.001f32..0.5);
     }
-    if e {
+    if rng.random_bool(0.5) {
         c.typical_p = rng.random_range(0.2f32..0.99);
     }
-    if f {
+    if rng.random_bool(0.5) {
         c.epsilon_cutoff = rng.random_range(0.0005f32..0.1);
     }
-    if g {
+    if rng.random_bool(0.5) {
         c.eta_cutoff = rng.random_range(0.0005f32..0.1);
     }
-    if h {
+    if rng.random_bool(0.5) {
         c.top_n_sigma = rng.random_range(0.5f32..3.0);
     }
-    if i {
+    if rng.random_bool(0.5) {
         c.xtc_probability = 1.0;
         c.xtc_threshold = rng.random_range(0.0f32..0.5);
     }
-    if j {
+    if rng.random_bool(0.5) {
         c.repetition_penalty = rng.random_range(0.5f32..2.0);
         c.frequency_penalty = rng.random_range(-0.5f32..0.5);
         c.presence_penalty = rng.random_range(-0.5f32..0.5);
         c.repeat_last_n = window(rng);
     }
-    if k {
+    if rng.random_bool(0.5) {
         c.logit_bias = biases(rng, len);
     }
-    if l {
+    if rng.random_bool(0.5) {
         c.suppress_tokens = random_ids(rng, len, 3);
     }
-    if m {
+    if rng.random_bool(0.5) {
         c.eos_token_id = random_ids(rng, len, 2);
         c.min_length = history.len() + 1;
     }
-    if n {
+    if rng.random_bool(0.5) {
         c.min_keep = rng.random_range(1..=4);
     }
     some_left(&c, logits, history).then_some(c)
@@ -419,7 +427,7 @@ per_convention!(every_stage_combined, 2400, everything);
 
 #[test]
 fn llama_cpp_default_chain() {
-    check_random("llama_cpp()", 2500, 600, |rng, logits, _| {
+    check_random("llama_cpp()", 2500, 600, |rng, logits, history| {
         let mut c = ChainConfig::llama_cpp();
         // The default penalties are off: also try them on, over the 64-token window.
         if rng.random_bool(0.5) {
@@ -430,8 +438,7 @@ fn llama_cpp_default_chain() {
         if rng.random_bool(0.3) {
             c.logit_bias = biases(rng, logits.len());
         }
-        let history: Vec<u32> = Vec::new();
-        some_left(&c, logits, &history).then_some(c)
+        some_left(&c, logits, history).then_some(c)
     });
 }
 
@@ -484,12 +491,6 @@ fn hf_generation_config_chain() {
     check_random("hf generation config", 2800, 400, |_, logits, _| {
         (logits.len() > 3).then(|| c.clone())
     });
-}
-
-/// A mass threshold is never compared loosely: the skip margin is tiny.
-#[test]
-fn the_skip_margin_is_tight() {
-    const { assert!(NEAR_MASS <= 1e-6) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -545,16 +546,18 @@ fn llama_cpp_temperature_zero_keeps_the_lowest_id_maximum() {
         temperature: 0.0,
         ..ChainConfig::llama_cpp()
     };
-    assert_eq!(probs(&c, &[0.0, 2.0, 2.0, 1.0], &[]), vec![0.0, 1.0, 0.0, 0.0]);
+    assert_eq!(
+        probs(&c, &[0.0, 2.0, 2.0, 1.0], &[]),
+        vec![0.0, 1.0, 0.0, 0.0]
+    );
 }
 
 #[test]
 fn typical_stops_at_the_first_mass_reaching_p_in_hf_and_passing_it_in_llama_cpp() {
-    // Two equal logits and a third far below: H ≈ ln 2, both top tokens score ≈ 0 and carry
-    // ≈ 0.5 each. typical_p = 0.5 exactly: transformers stops at the first cumulative mass >= p
-    // and keeps score ties (both); llama.cpp needs > p, but the two have the same score and
-    // the first alone carries a little less than 0.5 (the third token takes a sliver), so it
-    // also takes the second.
+    // Two equal logits and a third far below: H ≈ ln 2, the two top tokens have the same score
+    // (≈ 0) and carry ≈ 0.5 each. With typical_p = 0.4 the first in score order already
+    // reaches the mass: transformers keeps every token tied in score with it (both),
+    // llama.cpp exactly the prefix (the lower id).
     let logits = [0.0f32, 0.0, -30.0];
     for conv in [Convention::HuggingFace, Convention::LlamaCpp] {
         let c = ChainConfig {
@@ -562,7 +565,6 @@ fn typical_stops_at_the_first_mass_reaching_p_in_hf_and_passing_it_in_llama_cpp(
             ..base(conv)
         };
         let p = probs(&c, &logits, &[]);
-        // Equal scores: hf keeps both (tie), llama.cpp keeps the first (lowest id).
         let want = if conv == Convention::HuggingFace {
             vec![0, 1]
         } else {
@@ -574,11 +576,10 @@ fn typical_stops_at_the_first_mass_reaching_p_in_hf_and_passing_it_in_llama_cpp(
 
 #[test]
 fn typical_hf_min_keep_keeps_ties_with_the_mass_cut_not_with_the_min_keep_th() {
-    // Probabilities ∝ [e^2, 1, 1, 1, 1]: the best token's score is far from the others', which
-    // tie. With typical_p small the mass cut is reached by the first token in score order;
-    // which token that is depends on the entropy. transformers removes scores above the score
-    // at the cut and then restores the first `min_keep` sorted tokens: it never adds the tokens
-    // tied with the `min_keep`-th beyond them.
+    // p ∝ [e^2, 1, 1, 1, 1] = [0.649, 0.088 ×4], H = 1.135: token 0 scores 0.70, the others
+    // tie at 1.30. typical_p = 0.05 is reached by token 0 alone, so transformers removes every
+    // score above 0.70, then restores the first `min_keep` = 2 sorted tokens: {0, 1}. It never
+    // adds the tokens tied with the `min_keep`-th (2, 3, 4).
     let logits = [2.0f32, 0.0, 0.0, 0.0, 0.0];
     let c = ChainConfig {
         typical_p: 0.05,
@@ -589,6 +590,118 @@ fn typical_hf_min_keep_keeps_ties_with_the_mass_cut_not_with_the_min_keep_th() {
     let got = probs(&c, &logits, &[]);
     assert_close(&got, &want, "typical hf min_keep 2");
     assert_eq!(support(&got).len(), 2, "{got:?}");
+}
+
+#[test]
+fn typical_min_keep_reaches_tokens_outside_the_typical_interval() {
+    // p = [0.211, 0.211, 0.271, 0.307], H = 1.373, scores [0.183, 0.183, 0.067, 0.192]: by
+    // score 2, 0, 1, 3. typical_p 0.1 is reached by token 2 alone; min_keep 2 adds the next by
+    // score, token 0 (lowest id of the tie), not token 3.
+    let logits = [-1.75f32, -1.75, -1.5, -1.375];
+    let c = ChainConfig {
+        typical_p: 0.1,
+        min_keep: 2,
+        ..base(Convention::LlamaCpp)
+    };
+    assert_eq!(support(&probs(&c, &logits, &[])), vec![0, 2]);
+    let want = reference(&c, &logits, &[], State::holds()).unwrap();
+    assert_close(&probs(&c, &logits, &[]), &want, "llama typical min_keep 2");
+}
+
+#[test]
+fn typical_exact_mass_hf_reaches_p_llama_cpp_passes_it() {
+    // Four equal logits: p = 0.25 each exactly, every score 0 (ties). typical_p = 0.5: the
+    // cumulative mass is exactly 0.5 after two tokens. transformers stops there (>= p) and
+    // keeps every token tied in score (all four); llama.cpp needs > p: three tokens.
+    let logits = [0.0f32; 4];
+    for (conv, want) in [
+        (Convention::HuggingFace, vec![0, 1, 2, 3]),
+        (Convention::LlamaCpp, vec![0, 1, 2]),
+    ] {
+        let c = ChainConfig {
+            typical_p: 0.5,
+            ..base(conv)
+        };
+        assert_eq!(support(&probs(&c, &logits, &[])), want, "{conv:?}");
+    }
+}
+
+#[test]
+fn thresholds_hit_exactly() {
+    // Four equal logits (p = 0.25 exactly) put each rule's comparison exactly on its threshold.
+    let logits = [0.0f32; 4];
+    for conv in [
+        Convention::HuggingFace,
+        Convention::LlamaCpp,
+        Convention::Candle,
+    ] {
+        let kept = |c: ChainConfig| support(&probs(&c, &logits, &[]));
+        // top-p 0.5: the third token has exactly 0.5 before it, which is not < 0.5.
+        assert_eq!(
+            kept(ChainConfig {
+                top_p: 0.5,
+                ..base(conv)
+            }),
+            vec![0, 1],
+            "{conv:?} top_p"
+        );
+        // min-p 1: p_i >= 1 · p_max holds for every tied maximum.
+        assert_eq!(
+            kept(ChainConfig {
+                min_p: 1.0,
+                ..base(conv)
+            }),
+            vec![0, 1, 2, 3],
+            "{conv:?} min_p"
+        );
+        // epsilon 0.25: p >= ε keeps all.
+        assert_eq!(
+            kept(ChainConfig {
+                epsilon_cutoff: 0.25,
+                ..base(conv)
+            }),
+            vec![0, 1, 2, 3],
+            "{conv:?} epsilon"
+        );
+        // XTC threshold 0.25: all four pass it; all but the least likely (the last in rank
+        // order, the highest id) are removed.
+        assert_eq!(
+            kept(ChainConfig {
+                xtc_probability: 1.0,
+                xtc_threshold: 0.25,
+                ..base(conv)
+            }),
+            vec![3],
+            "{conv:?} xtc"
+        );
+        // Mirostat v2, τ = 1: μ₀ = 2 bits = the surprise of each token, which is kept (<= μ).
+        assert_eq!(
+            kept(ChainConfig {
+                mirostat: 2,
+                mirostat_tau: 1.0,
+                ..base(conv)
+            }),
+            vec![0, 1, 2, 3],
+            "{conv:?} mirostat"
+        );
+    }
+    // top-nσ: logits [0, 0, 2, 2] have mean 1 and σ 1 exactly; n = 2 puts the floor at 0,
+    // which the two lower logits reach (>=).
+    for conv in [
+        Convention::HuggingFace,
+        Convention::LlamaCpp,
+        Convention::Candle,
+    ] {
+        let c = ChainConfig {
+            top_n_sigma: 2.0,
+            ..base(conv)
+        };
+        assert_eq!(
+            support(&probs(&c, &[0.0, 0.0, 2.0, 2.0], &[])),
+            vec![0, 1, 2, 3],
+            "{conv:?}"
+        );
+    }
 }
 
 #[test]
@@ -607,10 +720,9 @@ fn top_p_zero_keeps_one_token_and_min_keep_tokens() {
 
 #[test]
 fn candle_top_k_then_top_p_measures_p_against_the_whole_vocabulary() {
-    // p ∝ e^[3, 2, 1, 0, 0, 0] → [0.6103, 0.2245, 0.0826, 0.0304 ×3]. top_k 3, top_p 0.85:
-    // renormalised over the top 3 the first two carry 0.917 > 0.85 after the first's 0.665, so
-    // hf and llama.cpp keep 2; measured against the whole vocabulary the first two carry only
-    // 0.835 < 0.85, so candle keeps all 3.
+    // p ∝ e^[3, 2, 1, 0, 0, 0] = [0.605, 0.223, 0.082, 0.030 ×3]. top_k 3, top_p 0.85:
+    // renormalised over the top 3 the two first carry 0.910 >= 0.85, so hf and llama.cpp keep
+    // 2; measured against the whole vocabulary they carry 0.828 < 0.85, so candle keeps all 3.
     let logits = [3.0f32, 2.0, 1.0, 0.0, 0.0, 0.0];
     for (conv, kept) in [
         (Convention::HuggingFace, 2),
@@ -651,8 +763,15 @@ fn candle_top_k_then_top_p_applies_under_an_allowed_set() {
         ..base(Convention::Candle)
     };
     let want = reference(&c, &logits, &[], State::holds()).unwrap();
-    assert_eq!(support(&want.iter().map(|&p| p as f32).collect::<Vec<_>>()), vec![1]);
-    assert_close(&probs(&c, &logits, &[]), &want, "candle top-k/top-p under allowed");
+    assert_eq!(
+        support(&want.iter().map(|&p| p as f32).collect::<Vec<_>>()),
+        vec![1]
+    );
+    assert_close(
+        &probs(&c, &logits, &[]),
+        &want,
+        "candle top-k/top-p under allowed",
+    );
 }
 
 #[test]
@@ -673,7 +792,10 @@ fn penalty_orders_differ_by_convention() {
         };
         let p = probs(&c, &logits, &[0, 0]);
         let odds = (f64::from(p[0]) / f64::from(p[1])).ln();
-        assert!((odds - want).abs() < 1e-5, "{conv:?}: log-odds {odds}, want {want}");
+        assert!(
+            (odds - want).abs() < 1e-5,
+            "{conv:?}: log-odds {odds}, want {want}"
+        );
     }
 }
 
@@ -749,10 +871,14 @@ fn min_length_masks_eos_until_the_history_is_long_enough() {
 
 #[test]
 fn min_p_keeps_exactly_the_ratio_and_min_keep() {
-    // p ∝ [1, e^-1, e^-2, e^-3]; min_p = e^-2 keeps the first three (e^-2 >= e^-2 · 1 within
-    // rounding is avoided by using 0.14 > e^-2 = 0.1353).
+    // p_i / p_max = [1, 0.368, 0.135, 0.050]: min_p 0.14 keeps two, 0.13 three; min_p 1 keeps
+    // the maximum only, raised to `min_keep`.
     let logits = [0.0f32, -1.0, -2.0, -3.0];
-    for conv in [Convention::HuggingFace, Convention::LlamaCpp, Convention::Candle] {
+    for conv in [
+        Convention::HuggingFace,
+        Convention::LlamaCpp,
+        Convention::Candle,
+    ] {
         let mut c = ChainConfig {
             min_p: 0.14,
             ..base(conv)
@@ -768,13 +894,15 @@ fn min_p_keeps_exactly_the_ratio_and_min_keep() {
 
 #[test]
 fn top_n_sigma_uses_the_population_deviation_of_unmasked_logits() {
-    // Unmasked [0, 1, 2, 3]: mean 1.5, population σ = √1.25 = 1.118. n = 1: floor 1.882 keeps
-    // {2, 3}; with the sample σ (1.291) the floor would be 1.709, the same set, so also n = 1.4:
-    // floor 1.435 (population) keeps {2, 3}, 1.193 (sample) keeps {2, 3}… and n = 1.5: 1.323
-    // vs 1.064 both keep {2, 3}; n = 1.8: 0.988 (population) keeps {1, 2, 3}, 0.676 (sample)
-    // too. n = 1.7: 1.099 (population) keeps {2, 3}, 0.805 (sample) keeps {1, 2, 3}.
+    // Unmasked [0, 1, 2, 3]: mean 1.5, population σ = √1.25 = 1.118, sample σ 1.291. n = 1.7:
+    // the floor is 3 − 1.901 = 1.099 with the population σ (keeps logits 2 and 3), 0.805 with
+    // the sample σ (would keep 1 too); counting the masked entry as a logit would break it.
     let logits = [0.0f32, f32::NEG_INFINITY, 1.0, 2.0, 3.0];
-    for conv in [Convention::HuggingFace, Convention::LlamaCpp, Convention::Candle] {
+    for conv in [
+        Convention::HuggingFace,
+        Convention::LlamaCpp,
+        Convention::Candle,
+    ] {
         let c = ChainConfig {
             top_n_sigma: 1.7,
             ..base(conv)
@@ -823,7 +951,10 @@ fn xtc_with_probability_one_half_gives_one_of_the_two_distributions() {
         }
     }
     // Binomial(400, 1/2): both well inside [140, 260] at any sane level.
-    assert!((140..=260).contains(&n_fired), "{n_fired} fired, {n_held} held");
+    assert!(
+        (140..=260).contains(&n_fired),
+        "{n_fired} fired, {n_held} held"
+    );
 }
 
 fn to32(p: &[f64]) -> Vec<f32> {
@@ -832,7 +963,11 @@ fn to32(p: &[f64]) -> Vec<f32> {
 
 #[test]
 fn vocabularies_of_one_and_two() {
-    for conv in [Convention::HuggingFace, Convention::LlamaCpp, Convention::Candle] {
+    for conv in [
+        Convention::HuggingFace,
+        Convention::LlamaCpp,
+        Convention::Candle,
+    ] {
         let everything = ChainConfig {
             temperature: 0.7,
             top_k: 1,
@@ -879,7 +1014,11 @@ fn vocabularies_of_one_and_two() {
 fn masked_entries_get_probability_zero_in_every_chain() {
     let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(2900);
     for case in 0..300 {
-        let conv = [Convention::HuggingFace, Convention::LlamaCpp, Convention::Candle][case % 3];
+        let conv = [
+            Convention::HuggingFace,
+            Convention::LlamaCpp,
+            Convention::Candle,
+        ][case % 3];
         let len = rng.random_range(2..100);
         let mut logits = chain_support::random_logits(&mut rng, len);
         logits[rng.random_range(0..len)] = f32::NEG_INFINITY;
@@ -898,4 +1037,62 @@ fn masked_entries_get_probability_zero_in_every_chain() {
             }
         }
     }
+}
+
+/// Logits in a few clusters (random levels and sizes, with noise: no exact ties) over a
+/// large vocabulary: the shapes where a fused first truncation only collects part of the
+/// vocabulary and `min_keep` must reach past it.
+fn clustered(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
+    let levels: Vec<f32> = (0..rng.random_range(2..5))
+        .map(|_| rng.random_range(-12.0f32..0.0))
+        .collect();
+    let mut x: Vec<f32> = (0..len)
+        .map(|_| levels[rng.random_range(0..levels.len())] + rng.random_range(-0.5f32..0.5))
+        .collect();
+    for _ in 0..rng.random_range(0..4) {
+        let i = rng.random_range(0..len);
+        x[i] = rng.random_range(0.0f32..3.0);
+    }
+    x
+}
+
+#[test]
+fn first_truncations_with_min_keep_on_large_clustered_vocabularies() {
+    let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3000);
+    let (mut compared, mut skipped) = (0, 0);
+    for case in 0..400 {
+        let conv = [
+            Convention::HuggingFace,
+            Convention::LlamaCpp,
+            Convention::Candle,
+        ][case % 3];
+        let len = rng.random_range(200..1500);
+        let logits = clustered(&mut rng, len);
+        let mut c = ChainConfig {
+            min_keep: rng.random_range(1..40),
+            temperature: rng.random_range(0.5f32..1.5),
+            ..base(conv)
+        };
+        match rng.random_range(0..4) {
+            0 => c.typical_p = rng.random_range(0.05f32..0.95),
+            1 => c.min_p = rng.random_range(0.05f32..0.9),
+            2 => c.top_p = rng.random_range(0.05f32..0.9),
+            _ => {
+                c.mirostat = 2;
+                c.mirostat_tau = rng.random_range(0.2f32..4.0);
+            }
+        }
+        let got = probs(&c, &logits, &[]);
+        match reference(&c, &logits, &[], State::holds()) {
+            Ok(want) => {
+                assert_close(&got, &want, &format!("case {case}: {c:?}"));
+                compared += 1;
+            }
+            Err(_) => skipped += 1,
+        }
+    }
+    assert!(
+        skipped * 4 <= compared,
+        "{skipped} skipped, {compared} compared"
+    );
 }

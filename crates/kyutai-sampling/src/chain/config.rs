@@ -229,10 +229,10 @@ impl ChainConfig {
     ///
     /// # Errors
     ///
-    /// [`SamplingError::ConfigSyntax`] for malformed JSON or a field of the wrong type;
-    /// [`SamplingError::InvalidConfig`] naming the field for a value out of range or a field that
-    /// would change the next-token distribution in a way the chain cannot honour
-    /// (`num_beams > 1`, `guidance_scale`, ...).
+    /// [`SamplingError::ConfigSyntax`] for malformed JSON or a document that is not an object;
+    /// [`SamplingError::InvalidConfig`] naming the field for a value of the wrong type or out of
+    /// range, or a field that would change the next-token distribution in a way the chain cannot
+    /// honour (`num_beams > 1`, `guidance_scale`, ...).
     pub fn from_generation_config(json: &str) -> Result<Self, SamplingError> {
         super::hf::parse(json)
     }

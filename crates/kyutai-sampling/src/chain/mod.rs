@@ -91,6 +91,8 @@ struct Work {
     host: Vec<f32>,
     /// Scratch of the typical-p stage.
     typical: Vec<(f64, f64, f32, u32)>,
+    /// The histogram of typical-p's fused pass.
+    bins: Vec<f64>,
     /// Scratch of `sample_detailed`'s recomputation.
     probs: Vec<f32>,
     /// The vocabulary size the configuration's ids were last checked against (0: none).
@@ -212,7 +214,16 @@ impl Chain {
             Vec::new()
         } else if top_n < logits.len() {
             let (best, _) = native::top_candidates(&mut self.work.native, &view, top_n)?;
-            best.iter().map(|&(x, t)| (t, raw(x))).collect()
+            let mut top: Vec<(u32, f32)> = best.iter().map(|&(x, t)| (t, raw(x))).collect();
+            // Fewer unmasked tokens than asked for: masked ones follow, lowest ids first.
+            let masked = logits
+                .iter()
+                .enumerate()
+                .filter(|&(_, &x)| x == f32::NEG_INFINITY)
+                .map(|(i, _)| (i as u32, f32::NEG_INFINITY));
+            let missing = top_n.saturating_sub(top.len());
+            top.extend(masked.take(missing));
+            top
         } else {
             let mut all: Vec<Candidate> = logits
                 .iter()
@@ -257,6 +268,7 @@ impl Chain {
             cands,
             native: nw,
             typical,
+            bins,
             ..
         } = &mut self.work;
         let plan = &mut self.plan;
@@ -358,19 +370,40 @@ impl Chain {
                 }
                 Some(Step::Typical { p, .. }) => {
                     // The typical set is an interval of y = (ℓ − max) / T around E[y] (the score
-                    // is |y − E[y]|), and by Chebyshev's inequality the interval of radius
-                    // σ / √(1 − p) already holds mass p: only tokens inside it can be kept.
+                    // is |y − E[y]|). One pass gives the moments of y and a histogram of the
+                    // mass by y; the narrowest interval of whole bins around E[y] holding mass
+                    // p bounds the set's radius, and only tokens within it (plus a bin of
+                    // slack for rounding) are collected.
                     let max = native::scan_groups(nw, &view)?;
-                    let mut moments =
-                        native::WeightedMoments::new(max, scale(1.0 / inv_t), inv_t as f32);
+                    bins.resize(TYPICAL_BINS, 0.0);
+                    let mut moments = native::WeightedMoments::new(
+                        max,
+                        scale(1.0 / inv_t),
+                        inv_t as f32,
+                        bins.as_mut_slice(),
+                    );
                     view.visit(&mut moments);
-                    let (z, sum_y, sum_yy) = moments.finish();
+                    let (z, sum_y, _) = moments.finish();
                     let mean = sum_y / z;
-                    let sigma = (sum_yy / z - mean * mean).max(0.0).sqrt();
-                    let radius = sigma / (1.0 - f64::from(p)).sqrt() * 1.001 + 1e-3;
+                    let radius =
+                        typical_radius(bins.as_slice(), -mean, f64::from(p) * z * (1.0 + 1e-4));
                     let floor = (f64::from(max) + (mean - radius) / inv_t) as f32;
+                    let floor = if radius.is_finite() {
+                        floor
+                    } else {
+                        f32::NEG_INFINITY
+                    };
                     native::collect_groups(nw, &view, floor, cands.start(false));
-                    if cands.len() < plan.min_keep {
+                    // The first `min_keep` tokens by score must lie inside the radius too.
+                    let inner = radius - f64::from(native::HIST_WIDTH);
+                    let inside = cands
+                        .items
+                        .iter()
+                        .filter(|&&(x, _)| {
+                            ((f64::from(x) - f64::from(max)) * inv_t - mean).abs() <= inner
+                        })
+                        .count();
+                    if inside < plan.min_keep {
                         native::collect_groups(nw, &view, f32::NEG_INFINITY, cands.start(false));
                     }
                     typical_whole = Some((z.ln(), z.ln() - mean));
@@ -411,7 +444,7 @@ impl Chain {
                     stage::dynatemp::apply(cands, t, delta, exponent)
                 }
                 Step::TopK { k, ties } => stage::top_k::apply(cands, k, ties),
-                Step::CandleTopKTopP { .. } => {} // only ever first (candle's order)
+                Step::CandleTopKTopP { k, p } => stage::top_p::apply_candle(cands, k, p),
                 Step::TopP(p) => stage::top_p::apply(cands, p, min_keep),
                 Step::MinP(p) => stage::min_p::apply(cands, p, min_keep),
                 Step::Typical { p, hf } => match typical_whole.take() {
@@ -482,6 +515,41 @@ impl Chain {
             prob: Some(prob),
         })
     }
+}
+
+/// Bins of typical-p's histogram of `-y` (the last one open-ended): 88 nats at
+/// [`native::HIST_WIDTH`], past which weights are 0 in f32.
+const TYPICAL_BINS: usize = 720;
+
+/// An upper bound on the radius of the typical set: the smallest `R` (plus a bin of slack for
+/// rounding) such that the bins lying wholly within `[m − R, m + R]` (in `-y`, `m = −E[y]`) hold
+/// `target` mass. Infinite when no radius within the histogram does.
+fn typical_radius(bins: &[f64], m: f64, target: f64) -> f64 {
+    let h = f64::from(native::HIST_WIDTH);
+    // The last bin is open-ended, so never wholly inside.
+    let last = bins.len().saturating_sub(1);
+    let mut mass = 0.0f64;
+    // Counted bins: lo..hi.
+    let (mut lo, mut hi) = (0usize, 0usize);
+    for k in 1..=2 * bins.len() {
+        let r = k as f64 * h;
+        let new_lo = ((m - r) / h).ceil().max(0.0) as usize;
+        let new_hi = (((m + r) / h).floor().max(0.0) as usize).min(last);
+        if new_lo < new_hi {
+            if lo >= hi {
+                mass = bins[new_lo..new_hi].iter().sum();
+            } else {
+                mass += bins[new_lo..lo.max(new_lo)].iter().sum::<f64>();
+                mass += bins[hi.min(new_hi)..new_hi].iter().sum::<f64>();
+            }
+            (lo, hi) = (new_lo, new_hi);
+        }
+        // Some mass strictly inside (so at least one token), and at least `target`.
+        if mass > 0.0 && mass >= target {
+            return r + h;
+        }
+    }
+    f64::INFINITY
 }
 
 /// The value of token `t` of `base` with the sorted `entries` applied.

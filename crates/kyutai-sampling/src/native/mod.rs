@@ -9,7 +9,7 @@ mod weights;
 pub(crate) use draw::unit;
 pub(crate) use select::{Candidate, Moments};
 pub(crate) use view::View;
-pub(crate) use weights::{scale, weight, WeightedMoments};
+pub(crate) use weights::{scale, weight, WeightedMoments, HIST_WIDTH};
 
 use candle_core::Tensor;
 use candle_transformers::generation::Sampling;

@@ -224,23 +224,31 @@ impl Visit for SumWeights {
 /// The sum of the weights `w = exp(y)` with `y = (x − max) / T`, and the sums of `w·y` and
 /// `w·y²` (the mean and spread of `y` under the softmax, which give its entropy), in f32 lanes
 /// flushed to f64 every block.
-pub(crate) struct WeightedMoments {
+pub(crate) struct WeightedMoments<'a> {
     max: f32,
     scale: f32,
     inv_t: f32,
     acc: [[f32; LANES]; 3],
     total: [f64; 3],
+    /// Weight per bin of `-y`, each bin [`HIST_WIDTH`] wide (the last one open-ended).
+    bins: &'a mut [f64],
 }
 
-impl WeightedMoments {
-    /// `scale` is `log2(e) / T` and `inv_t` is `1 / T`.
-    pub(crate) fn new(max: f32, scale: f32, inv_t: f32) -> Self {
+/// Width of a bin of [`WeightedMoments`]' histogram of `-y`, in nats.
+pub(crate) const HIST_WIDTH: f32 = 0.125;
+
+impl<'a> WeightedMoments<'a> {
+    /// `scale` is `log2(e) / T` and `inv_t` is `1 / T`; `bins` (zeroed here) receives the
+    /// histogram of the weights by `-y`.
+    pub(crate) fn new(max: f32, scale: f32, inv_t: f32, bins: &'a mut [f64]) -> Self {
+        bins.iter_mut().for_each(|b| *b = 0.0);
         Self {
             max,
             scale,
             inv_t,
             acc: [[0.0; LANES]; 3],
             total: [0.0; 3],
+            bins,
         }
     }
 
@@ -270,11 +278,18 @@ impl WeightedMoments {
             a0[i] += w;
             a1[i] += w * y;
             a2[i] += w * y * y;
+            if w > 0.0 {
+                let bin = ((-y) * (1.0 / HIST_WIDTH)) as usize;
+                let last = self.bins.len().saturating_sub(1);
+                if let Some(b) = self.bins.get_mut(bin.min(last)) {
+                    *b += f64::from(w);
+                }
+            }
         }
     }
 }
 
-impl Visit for WeightedMoments {
+impl Visit for WeightedMoments<'_> {
     fn run(&mut self, start: usize, values: &[f32]) {
         for (i, chunk) in values.chunks_exact(LANES).enumerate() {
             let w = chunk_weights(chunk, self.max, self.scale);

@@ -40,3 +40,22 @@ pub(crate) fn apply(cands: &mut Candidates, p: f32, min_keep: usize) {
     }
     cands.truncate(keep.max(1));
 }
+
+/// candle's top-k then top-p: among the top `k` candidates (exactly `k`, lowest ids on ties),
+/// keep those whose preceding mass is below `p` times the mass of **all** current candidates
+/// (not renormalised over the `k`); when the `k` hold less than that, all `k` stay.
+pub(crate) fn apply_candle(cands: &mut Candidates, k: usize, p: f32) {
+    cands.sort();
+    let limit = f64::from(p);
+    let (_, probs) = cands.with_probs();
+    let mut mass = 0.0f64;
+    let mut keep = 0;
+    for &q in probs.iter().take(k) {
+        if mass >= limit {
+            break;
+        }
+        mass += q;
+        keep += 1;
+    }
+    cands.truncate(keep.max(1));
+}

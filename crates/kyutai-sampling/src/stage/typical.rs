@@ -92,32 +92,40 @@ fn keep(
         };
         entry.0 = (surprise - entropy).abs();
     }
-    scratch.sort_by(|a, b| {
+    scratch.sort_unstable_by(|a, b| {
         a.0.partial_cmp(&b.0)
             .unwrap_or(Ordering::Equal)
             .then(a.3.cmp(&b.3))
     });
     let p = f64::from(p);
     let mut mass = 0.0f64;
-    let mut keep = scratch.len();
-    for (i, entry) in scratch.iter().enumerate() {
-        mass += entry.1;
-        let reached = if hf { mass >= p } else { mass > p };
-        if reached && i + 1 >= min_keep {
-            keep = i + 1;
-            break;
+    let keep = if hf {
+        // The cut is the first token at which the cumulative mass reaches p (the last one if it
+        // never does); every token whose score ties with it stays, and then at least `min_keep`.
+        let mut cut = scratch.len().saturating_sub(1);
+        for (i, entry) in scratch.iter().enumerate() {
+            mass += entry.1;
+            if mass >= p {
+                cut = i;
+                break;
+            }
         }
-    }
-    if hf {
-        // Every token whose score ties with the last kept one stays.
-        if let Some(last) = keep
-            .checked_sub(1)
-            .and_then(|i| scratch.get(i))
-            .map(|e| e.0)
-        {
-            keep += scratch[keep..].iter().take_while(|e| e.0 == last).count();
+        let last = scratch.get(cut).map_or(0.0, |e| e.0);
+        let rest = scratch.get(cut + 1..).unwrap_or_default();
+        let ties = cut + 1 + rest.iter().take_while(|e| e.0 == last).count();
+        ties.max(min_keep)
+    } else {
+        // The first token at which the cumulative mass exceeds p, once `min_keep` are in.
+        let mut keep = scratch.len();
+        for (i, entry) in scratch.iter().enumerate() {
+            mass += entry.1;
+            if mass > p && i + 1 >= min_keep {
+                keep = i + 1;
+                break;
+            }
         }
-    }
+        keep
+    };
     let items = &mut cands.items;
     items.clear();
     items.extend(scratch.iter().take(keep.max(1)).map(|e| (e.2, e.3)));
