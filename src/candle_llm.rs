@@ -333,15 +333,9 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let args = match Args::try_parse_from(argv) {
+    let args = match crate::parse_args::<Args, _, _>(argv, out, err) {
         Ok(args) => args,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let rendered = e.render().to_string();
-            let target: &mut dyn Write = if e.use_stderr() { err } else { out };
-            let _ = write!(target, "{rendered}");
-            return code;
-        }
+        Err(code) => return code,
     };
     match run(&args, out) {
         Ok(_) => 0,

@@ -85,31 +85,11 @@ impl BadWords {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::edits::Edits;
 
-    /// splitmix64: a tiny deterministic generator for the random histories.
-    struct SplitMix(u64);
-
-    impl SplitMix {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::stage::test_support::{edited, SplitMix};
 
     fn run(stage: &BadWords, history: &[u32], logits: &[f32]) -> Vec<f32> {
-        let mut edits = Edits::default();
-        edits.reset(logits.len());
-        let mut cx = EditCx::new(logits, &mut edits);
-        stage.apply(history, &mut cx);
-        (0..logits.len() as u32).map(|t| cx.get(t)).collect()
+        edited(logits, |cx| stage.apply(history, cx))
     }
 
     /// The rule word by word, comparing positions one at a time.

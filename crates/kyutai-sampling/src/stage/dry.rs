@@ -259,32 +259,12 @@ fn z_array(s: &[u32], z: &mut Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::edits::Edits;
 
-    /// splitmix64: a tiny deterministic generator for the random histories.
-    struct SplitMix(u64);
-
-    impl SplitMix {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::stage::test_support::{edited, SplitMix};
 
     /// Runs `dry` on `logits` and returns the edited logits.
     fn run(dry: &mut Dry, history: &[u32], logits: &[f32]) -> Vec<f32> {
-        let mut edits = Edits::default();
-        edits.reset(logits.len());
-        let mut cx = EditCx::new(logits, &mut edits);
-        dry.apply(history, &mut cx);
-        (0..logits.len() as u32).map(|t| cx.get(t)).collect()
+        edited(logits, |cx| dry.apply(history, cx))
     }
 
     fn softmax(x: &[f32]) -> Vec<f32> {

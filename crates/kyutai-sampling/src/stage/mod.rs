@@ -28,6 +28,8 @@ pub(crate) mod select;
 pub(crate) mod sequence_bias;
 pub(crate) mod suppress;
 pub(crate) mod temperature;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub(crate) mod top_k;
 pub(crate) mod top_n_sigma;
 pub(crate) mod top_p;
