@@ -12,6 +12,11 @@ use kyutai_sampling::{
 
 fn bounds<T: Sampler + Clone + Debug + Send + 'static>() {}
 
+/// `Chain::probabilities`'s signature.
+type Probabilities = fn(&mut Chain, &[f32], &[u32]) -> Result<Vec<f32>, SamplingError>;
+/// `Chain::sample_detailed`'s signature.
+type Detailed = fn(&mut Chain, &Tensor, &[u32], usize) -> Result<Sampled, SamplingError>;
+
 #[test]
 fn signatures_compile_as_specified() {
     bounds::<Chain>();
