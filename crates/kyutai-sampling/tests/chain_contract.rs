@@ -23,9 +23,8 @@ fn signatures_compile_as_specified() {
     let _: fn(&str) -> Result<ChainConfig, SamplingError> = ChainConfig::from_generation_config;
     let _: fn() -> ChainConfig = ChainConfig::llama_cpp;
     let _: fn(&ChainConfig) -> Result<Chain, SamplingError> = ChainConfig::build;
-    let _: fn(&mut Chain, &[f32], &[u32]) -> Result<Vec<f32>, SamplingError> = Chain::probabilities;
-    let _: fn(&mut Chain, &Tensor, &[u32], usize) -> Result<Sampled, SamplingError> =
-        Chain::sample_detailed;
+    let _: Probabilities = Chain::probabilities;
+    let _: Detailed = Chain::sample_detailed;
     let from: ChainConfig = (&SamplingConfig::default()).into();
     assert_eq!(from.convention, Convention::Candle);
     let boxed: BoxSampler = from.build().unwrap().boxed();
