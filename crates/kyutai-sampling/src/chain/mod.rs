@@ -320,10 +320,6 @@ impl Chain {
             stage::allowed::start(cands, allowed, |t| value_at(logits, entries, t));
         } else {
             match steps.get(first).copied() {
-                Some(Step::TopK { k, ties }) if k < vocab && !entries.is_empty() => {
-                    top_k_around_edits(nw, cands, logits, entries, k, ties)?;
-                    next = first + 1;
-                }
                 Some(Step::TopK { k, ties }) if k < vocab => {
                     let (top, _) = native::top_candidates(nw, &view, k)?;
                     let kth = top.last().map_or(f32::NEG_INFINITY, |c| c.0);
@@ -519,71 +515,6 @@ impl Chain {
             prob: Some(prob),
         })
     }
-}
-
-/// Top-k of `logits` with the sorted `entries` applied, without patching them into every pass:
-/// the `k` best unedited tokens are among the `k + edits` best of the caller's logits, which one
-/// gather over the plain logits finds; the edited tokens join with their new values, and the
-/// union's top `k` (with `ties`, every token equal to the k-th too) is the answer.
-fn top_k_around_edits(
-    nw: &mut Workspace,
-    cands: &mut Candidates,
-    logits: &[f32],
-    entries: &[(u32, f32)],
-    k: usize,
-    ties: bool,
-) -> Result<(), SamplingError> {
-    if let Some(&(token, value)) = entries
-        .iter()
-        .find(|&&(_, v)| v.is_nan() || v == f32::INFINITY)
-    {
-        return Err(SamplingError::NonFiniteLogit {
-            index: token as usize,
-            value,
-        });
-    }
-    let vocab = logits.len();
-    let plain = View::plain(logits);
-    let is_edited = |t: u32| entries.binary_search_by_key(&t, |&(e, _)| e).is_ok();
-    let want = k.saturating_add(entries.len());
-    // The lowest caller logit gathered: unedited tokens below it are outside the union.
-    let mut gathered_floor = f32::NEG_INFINITY;
-    let out = cands.start(false);
-    if want < vocab {
-        let (top, _) = native::top_candidates(nw, &plain, want)?;
-        gathered_floor = top.last().map_or(f32::NEG_INFINITY, |c| c.0);
-        out.extend(top.iter().copied().filter(|c| !is_edited(c.1)));
-    } else {
-        native::scan_groups(nw, &plain)?;
-        native::collect_groups(nw, &plain, f32::NEG_INFINITY, out);
-        out.retain(|c| !is_edited(c.1));
-    }
-    out.extend(
-        entries
-            .iter()
-            .filter(|&&(_, v)| v > f32::NEG_INFINITY)
-            .map(|&(t, v)| (v, t)),
-    );
-    if cands.len() == 0 {
-        return Err(SamplingError::AllMasked);
-    }
-    cands.sort();
-    let kth = cands.items.get(k - 1).map_or(f32::NEG_INFINITY, |c| c.0);
-    if ties && gathered_floor >= kth && gathered_floor > f32::NEG_INFINITY {
-        // Unedited tokens tied with the k-th may lie beyond the gathered ones: collect them all.
-        let out = cands.start(false);
-        native::collect_groups(nw, &plain, kth, out);
-        out.retain(|c| !is_edited(c.1));
-        out.extend(
-            entries
-                .iter()
-                .filter(|&&(_, v)| v >= kth && v > f32::NEG_INFINITY)
-                .map(|&(t, v)| (v, t)),
-        );
-        cands.sort();
-    }
-    crate::stage::top_k::apply(cands, k, ties);
-    Ok(())
 }
 
 /// Bins of typical-p's histogram of `-y` (the last one open-ended): 88 nats at
