@@ -60,7 +60,6 @@ pub(crate) fn apply_partial(
     log_z: f64,
     entropy: f64,
 ) {
-    cands.sort();
     // The list holds the maximum: shifting by it gives y whatever scale the logits are in.
     let max = f64::from(cands.max());
     scratch.clear();
@@ -92,14 +91,106 @@ fn keep(
         };
         entry.0 = (surprise - entropy).abs();
     }
-    scratch.sort_unstable_by(|a, b| {
-        a.0.partial_cmp(&b.0)
-            .unwrap_or(Ordering::Equal)
-            .then(a.3.cmp(&b.3))
-    });
     let p = f64::from(p);
+    let keep = match fast_cut(scratch, p, min_keep, hf) {
+        Some(keep) => keep,
+        None => sorted_cut(scratch, p, min_keep, hf),
+    };
+    let items = &mut cands.items;
+    items.clear();
+    items.extend(scratch.iter().take(keep.max(1)).map(|e| (e.2, e.3)));
+    cands.unsorted();
+}
+
+/// Score order: smaller score first, lower id first among equal scores.
+fn order(a: &(f64, f64, f32, u32), b: &(f64, f64, f32, u32)) -> Ordering {
+    a.0.partial_cmp(&b.0)
+        .unwrap_or(Ordering::Equal)
+        .then(a.3.cmp(&b.3))
+}
+
+/// Whether a cumulative mass ends the typical set: `>= p` (transformers) or `> p` (llama.cpp).
+fn reached(mass: f64, p: f64, hf: bool) -> bool {
+    if hf {
+        mass >= p
+    } else {
+        mass > p
+    }
+}
+
+/// The typical cut by a weighted quickselect, without sorting the kept set: moves the kept
+/// entries to the front of `scratch` and returns their number, or `None` for the rare cases
+/// (`min_keep` beyond the cut's neighbourhood) that the full sort handles.
+fn fast_cut(
+    scratch: &mut [(f64, f64, f32, u32)],
+    p: f64,
+    min_keep: usize,
+    hf: bool,
+) -> Option<usize> {
+    let len = scratch.len();
+    // Invariant: scratch[..lo] come first in score order and hold `before`; the cut is in
+    // lo..hi (or the set is everything when hi == len and p is never reached).
+    let (mut lo, mut hi) = (0usize, len);
+    let mut before = 0.0f64;
+    while hi - lo > 64 {
+        let mid = lo + (hi - lo) / 2;
+        let part = scratch.get_mut(lo..hi)?;
+        part.select_nth_unstable_by(mid - lo, order);
+        let left = before + part[..mid - lo].iter().map(|e| e.1).sum::<f64>();
+        if reached(left, p, hf) {
+            hi = mid;
+        } else {
+            before = left;
+            lo = mid;
+        }
+    }
+    if min_keep > hi {
+        return None;
+    }
+    let window = scratch.get_mut(lo..hi)?;
+    window.sort_unstable_by(order);
+    let mut mass = before;
+    let mut cut = None;
+    for (i, entry) in window.iter().enumerate() {
+        mass += entry.1;
+        // transformers cuts where p is reached and applies `min_keep` after the ties;
+        // llama.cpp cuts at the first index past both.
+        if reached(mass, p, hf) && (hf || lo + i + 1 >= min_keep) {
+            cut = Some(lo + i);
+            break;
+        }
+    }
+    let cut = match cut {
+        Some(cut) => cut,
+        // Never reached: everything stays (only possible when the window ends the list).
+        None if hi == len => return Some(len),
+        None => return None,
+    };
+    if !hf {
+        return Some(cut + 1);
+    }
+    // transformers keeps every token whose score ties with the cut's: those in the sorted
+    // window follow it, the others are gathered from the unsorted rest.
+    let last = scratch.get(cut)?.0;
+    let mut end = cut + 1;
+    while scratch.get(end).is_some_and(|e| e.0 == last) && end < hi {
+        end += 1;
+    }
+    for j in hi..len {
+        if scratch.get(j).is_some_and(|e| e.0 == last) {
+            scratch.swap(end, j);
+            end += 1;
+        }
+    }
+    // More than the cut and its ties: the next tokens in score order are not placed; sort.
+    (end >= min_keep).then_some(end)
+}
+
+/// The typical cut on the fully sorted `scratch` (the reference the fast path agrees with).
+fn sorted_cut(scratch: &mut [(f64, f64, f32, u32)], p: f64, min_keep: usize, hf: bool) -> usize {
+    scratch.sort_unstable_by(order);
     let mut mass = 0.0f64;
-    let keep = if hf {
+    if hf {
         // The cut is the first token at which the cumulative mass reaches p (the last one if it
         // never does); every token whose score ties with it stays, and then at least `min_keep`.
         let mut cut = scratch.len().saturating_sub(1);
@@ -125,9 +216,57 @@ fn keep(
             }
         }
         keep
-    };
-    let items = &mut cands.items;
-    items.clear();
-    items.extend(scratch.iter().take(keep.max(1)).map(|e| (e.2, e.3)));
-    cands.unsorted();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::test_support::SplitMix;
+
+    /// The quickselect cut keeps the same set as the cut on the fully sorted list.
+    #[test]
+    fn fast_cut_keeps_the_sorted_cut_set() {
+        let mut rng = SplitMix(5);
+        let mut fast_used = 0;
+        for case in 0..3000 {
+            let n = 1 + rng.below(700) as usize;
+            // Coarse scores and probabilities: many ties, sums near p.
+            let mut entries: Vec<(f64, f64, f32, u32)> = (0..n)
+                .map(|t| {
+                    let score = rng.below(40) as f64 * 0.25;
+                    let prob = (1 + rng.below(9)) as f64;
+                    (score, prob, 0.0, t as u32)
+                })
+                .collect();
+            let total: f64 = entries.iter().map(|e| e.1).sum();
+            entries.iter_mut().for_each(|e| e.1 /= total);
+            let p = rng.below(101) as f64 / 100.0;
+            let min_keep = [1, 1, 1, 2, 5, 40][rng.below(6) as usize];
+            let hf = case % 2 == 0;
+            let mut a = entries.clone();
+            let mut b = entries;
+            let want = sorted_cut(&mut b, p, min_keep, hf).min(n);
+            // A cumulative mass within rounding of p may be cut either way: skip such cases.
+            let mut mass = 0.0;
+            if b.iter().any(|e| {
+                mass += e.1;
+                (mass - p).abs() < 1e-9
+            }) {
+                continue;
+            }
+            let mut want: Vec<u32> = b[..want].iter().map(|e| e.3).collect();
+            want.sort_unstable();
+            if let Some(keep) = fast_cut(&mut a, p, min_keep, hf) {
+                fast_used += 1;
+                let mut got: Vec<u32> = a[..keep.min(n)].iter().map(|e| e.3).collect();
+                got.sort_unstable();
+                assert_eq!(
+                    got, want,
+                    "case {case}: n {n} p {p} min_keep {min_keep} hf {hf}"
+                );
+            }
+        }
+        assert!(fast_used > 2000, "the fast path ran {fast_used} times");
+    }
 }
