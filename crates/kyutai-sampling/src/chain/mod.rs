@@ -474,9 +474,7 @@ impl Chain {
                         prob: None,
                     });
                 }
-                let index = stage::select::multinomial(cands, rng);
-                let p = index.and_then(|i| cands.probs().get(i).copied());
-                (index, p.unwrap_or(0.0))
+                stage::select::multinomial(cands, rng)
             }
             Select::Mirostat { version, tau, eta } => {
                 if version == 1 {
@@ -491,10 +489,7 @@ impl Chain {
                         prob: None,
                     });
                 }
-                let index = stage::select::multinomial(cands, rng);
-                let p = index
-                    .and_then(|i| cands.probs().get(i).copied())
-                    .unwrap_or(0.0);
+                let (index, p) = stage::select::multinomial(cands, rng);
                 self.mu = stage::mirostat::update(self.mu, tau, eta, p);
                 (index, p)
             }

@@ -47,8 +47,14 @@ pub(crate) fn draw(probs: &[f64], u: f64) -> Option<usize> {
     last
 }
 
-/// A multinomial draw over the candidates; returns the index in the list.
-pub(crate) fn multinomial(cands: &mut Candidates, rng: &mut impl RngCore) -> Option<usize> {
+/// A multinomial draw over the candidates; returns the index in the list and its probability
+/// (0 when nothing can be drawn).
+pub(crate) fn multinomial(cands: &mut Candidates, rng: &mut impl RngCore) -> (Option<usize>, f64) {
     let u = crate::native::unit(rng);
-    draw(cands.probs(), u)
+    let probs = cands.probs();
+    let index = draw(probs, u);
+    (
+        index,
+        index.and_then(|i| probs.get(i).copied()).unwrap_or(0.0),
+    )
 }
