@@ -65,6 +65,50 @@ pub enum SamplingError {
         /// The vocabulary size of the logits.
         vocab: usize,
     },
+    /// One row of a batch failed; `source` is what its sampler reported.
+    #[error("batch row {row}: {source}")]
+    BatchRow {
+        /// The row's index in the batch.
+        row: usize,
+        /// The row's own error.
+        #[source]
+        source: Box<SamplingError>,
+    },
+    /// The batch's row count, its samplers and its histories disagree.
+    #[error("a batch of {rows} rows needs as many samplers and histories, got {samplers} samplers and {histories} histories")]
+    BatchMismatch {
+        /// Rows of the logits tensor.
+        rows: usize,
+        /// Samplers given.
+        samplers: usize,
+        /// Histories given.
+        histories: usize,
+    },
+    /// A speculative draft's pieces disagree in size (`target_logits` rows, `draft_probs` rows
+    /// or their width).
+    #[error("draft verification: `{what}` has {got} entries, expected {expected}")]
+    DraftMismatch {
+        /// The offending argument.
+        what: &'static str,
+        /// The size it must have.
+        expected: usize,
+        /// The size it has.
+        got: usize,
+    },
+    /// A draft token's probability under the draft distribution is not a positive finite number
+    /// (the drafter could not have proposed it), or a draft probability is negative or NaN.
+    #[error("draft verification: token {token} at draft position {position} has draft probability {probability}: it must be positive and finite")]
+    DraftProbability {
+        /// Draft position (0-based).
+        position: usize,
+        /// The token whose probability is invalid.
+        token: u32,
+        /// Its probability.
+        probability: f32,
+    },
+    /// A constraint (grammar, schema) failed or was given a history it cannot follow.
+    #[error("constraint: {0}")]
+    Constraint(String),
     /// An error raised by candle (device transfer, dtype conversion, ...).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -49,8 +49,10 @@
 #![deny(missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+mod batch;
 mod chain;
 mod config;
+mod constraint;
 mod error;
 mod logits;
 mod logits_processor;
@@ -61,8 +63,12 @@ mod sampler;
 mod stage;
 
 pub use candle_transformers::generation::Sampling;
-pub use chain::{Chain, ChainConfig, Convention, Sampled};
+pub use batch::{sample_batch, Batch};
+pub use chain::{verify_draft, Chain, ChainConfig, Convention, Sampled, Verified};
 pub use config::SamplingConfig;
+#[cfg(feature = "llguidance")]
+pub use constraint::GrammarConstraint;
+pub use constraint::{Constraint, TokenSet};
 pub use error::SamplingError;
 pub use logits::validate_logits;
 pub use logits_processor::LogitsProcessorSampler;

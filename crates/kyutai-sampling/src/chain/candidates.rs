@@ -33,6 +33,11 @@ impl Candidates {
     }
 
     /// Number of candidates.
+    /// Whether the items are in rank order.
+    pub(crate) fn is_sorted(&self) -> bool {
+        self.sorted
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
@@ -82,4 +87,25 @@ impl Candidates {
         self.probs();
         (&mut self.items, &self.probs)
     }
+}
+
+/// Cuts `items` to its top `k` by [`rank`] (plus the ties of the `k`-th value when `ties`), in
+/// no particular order, and returns the `k`-th value (`-inf` when nothing was cut). `O(n)`.
+pub(crate) fn cut_to_top(items: &mut Vec<(f32, u32)>, k: usize, ties: bool) -> f32 {
+    if k == 0 || k >= items.len() {
+        return f32::NEG_INFINITY;
+    }
+    items.select_nth_unstable_by(k - 1, rank);
+    let kth = items.get(k - 1).map_or(f32::NEG_INFINITY, |c| c.0);
+    let mut kept = k;
+    if ties {
+        for j in k..items.len() {
+            if items[j].0 == kth {
+                items.swap(kept, j);
+                kept += 1;
+            }
+        }
+    }
+    items.truncate(kept);
+    kth
 }

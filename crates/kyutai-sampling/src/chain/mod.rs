@@ -19,8 +19,10 @@ mod config;
 pub(crate) mod edits;
 mod hf;
 mod plan;
+mod verify;
 
 pub use config::{ChainConfig, Convention};
+pub use verify::{verify_draft, Verified};
 
 use candle_core::Tensor;
 use rand::SeedableRng;
@@ -29,6 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::logits::with_logits;
 use crate::native::{self, scale, weight, Candidate, View, Workspace};
 use crate::stage::{self, Select, Step};
+use crate::constraint::{self, Constraint};
 use crate::{Sampler, SamplingError};
 use candidates::{rank, Candidates};
 use edits::{EditCx, Edits};
@@ -78,6 +81,8 @@ pub struct Chain {
     rng: ChaCha8Rng,
     /// Mirostat's surprise bound.
     mu: f32,
+    /// The mask applied before every stage, when there is one.
+    constraint: Option<Box<dyn Constraint>>,
     work: Work,
 }
 
@@ -97,6 +102,12 @@ struct Work {
     probs: Vec<f32>,
     /// The vocabulary size the configuration's ids were last checked against (0: none).
     checked_vocab: usize,
+    /// The constraint's mask, `ceil(V / 32)` words.
+    mask: Vec<u32>,
+    /// The history extended by accepted draft tokens, in [`verify_draft`].
+    draft_history: Vec<u32>,
+    /// The residual distribution of a rejected draft token.
+    residual: Vec<f64>,
 }
 
 /// A sampled token and how likely it was.
@@ -120,6 +131,8 @@ pub struct Sampled {
 enum Want<'a> {
     Draw,
     Probabilities(&'a mut Vec<f32>),
+    /// Stop before a multinomial selector, leaving the final candidates in `work.cands`.
+    Candidates,
 }
 
 /// A drawn token, with its probability when the run knows it.
@@ -137,8 +150,20 @@ impl Chain {
             plan,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             mu: 2.0 * config.mirostat_tau,
+            constraint: None,
             work: Work::default(),
         })
+    }
+
+    /// This chain with `constraint` masking the logits before every stage: it then samples
+    /// exactly `chain(mask(logits))` (see [`Constraint`] for why the mask comes first). A
+    /// constraint given earlier is replaced. [`reset`](Sampler::reset) resets the constraint too.
+    ///
+    /// An empty allowed set, or one whose tokens are all masked already, is
+    /// [`SamplingError::AllMasked`].
+    pub fn with_constraint(mut self, constraint: impl Constraint + 'static) -> Self {
+        self.constraint = Some(Box::new(constraint));
+        self
     }
 
     /// The configuration this chain was built from.
@@ -269,6 +294,7 @@ impl Chain {
             native: nw,
             typical,
             bins,
+            mask,
             ..
         } = &mut self.work;
         let plan = &mut self.plan;
@@ -294,9 +320,20 @@ impl Chain {
             View::edited(logits, entries)
         };
 
+        // The constraint's mask, before any stage.
+        let masked = match &mut self.constraint {
+            Some(c) => {
+                mask.clear();
+                mask.resize(constraint::mask_words(vocab), 0);
+                c.allowed(history, mask)?;
+                true
+            }
+            None => false,
+        };
+
         // 2. A native strategy, when the plan is one.
         let drawing = matches!(want, Want::Draw);
-        if drawing && plan.allowed.is_none() {
+        if drawing && plan.allowed.is_none() && !masked {
             if let Some(mode) = plan.fast {
                 let token = native::draw_mode(nw, mode, &view, rng)?;
                 let prob = matches!(mode, native::Mode::ArgMax).then_some(1.0);
@@ -315,7 +352,21 @@ impl Chain {
         let mut mirostat_done = false;
         // (ln Z, H) of the whole distribution when typical-p runs first on a partial list.
         let mut typical_whole: Option<(f64, f64)> = None;
-        if let Some(allowed) = &plan.allowed {
+        if masked {
+            // Every input is validated, then only the allowed tokens are read.
+            if entries.is_empty() {
+                crate::logits::validate_logits(logits)?;
+            } else {
+                native::scan_groups(nw, &view)?;
+            }
+            let value = |t| value_at(logits, entries, t);
+            let top_k = match steps.get(first) {
+                Some(&Step::TopK { k, ties }) => Some((k, ties)),
+                _ => None,
+            };
+            let allowed = plan.allowed.as_deref();
+            stage::allowed::start_masked(cands, mask, vocab, allowed, top_k, value);
+        } else if let Some(allowed) = &plan.allowed {
             native::scan_groups(nw, &view)?;
             stage::allowed::start(cands, allowed, |t| value_at(logits, entries, t));
         } else {
@@ -467,6 +518,12 @@ impl Chain {
         let (index, prob) = match plan.select {
             Select::Greedy => (stage::select::greedy(cands), 1.0),
             Select::Multinomial => {
+                if matches!(want, Want::Candidates) {
+                    return Ok(Outcome {
+                        token: 0,
+                        prob: None,
+                    });
+                }
                 if let Want::Probabilities(out) = want {
                     write_probs(out, vocab, cands);
                     return Ok(Outcome {
@@ -595,6 +652,9 @@ impl Sampler for Chain {
     fn reset(&mut self) {
         self.rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         self.mu = 2.0 * self.config.mirostat_tau;
+        if let Some(c) = &mut self.constraint {
+            c.reset();
+        }
     }
 }
 
@@ -603,6 +663,7 @@ impl std::fmt::Debug for Chain {
         f.debug_struct("Chain")
             .field("config", &self.config)
             .field("mu", &self.mu)
+            .field("constraint", &self.constraint.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -16,12 +16,16 @@
 //! As the first truncation, a pass that records the maximum of each group of 64 tokens, then a
 //! threshold search through the groups that can hold a top-k logit; O(candidates · log) after.
 
-use crate::chain::candidates::Candidates;
+use crate::chain::candidates::{cut_to_top, Candidates};
 
 /// Keeps the top `k` candidates, and with `ties` every candidate equal to the k-th as well.
 pub(crate) fn apply(cands: &mut Candidates, k: usize, ties: bool) {
     if k == 0 || k >= cands.len() {
         return;
+    }
+    if !cands.is_sorted() && cands.len() > 2 * k {
+        // Cut in O(n) first: only the survivors are sorted.
+        cut_to_top(&mut cands.items, k, ties);
     }
     cands.sort();
     let kth = cands.items.get(k - 1).map_or(f32::NEG_INFINITY, |c| c.0);
