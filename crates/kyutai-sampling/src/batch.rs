@@ -45,7 +45,7 @@ const PARALLEL_MIN_LOGITS: usize = 1 << 15;
 /// use kyutai_sampling::{sample_batch, ChainConfig, Sampler};
 ///
 /// let logits = Tensor::new(&[[0.0f32, 5.0, 1.0], [3.0, 0.0, f32::NEG_INFINITY]], &Device::Cpu)?;
-/// let mut samplers = vec![ChainConfig { temperature: 0.0, ..ChainConfig::default() }.build()?, ChainConfig::greedy().build()?];
+/// let mut samplers = vec![ChainConfig { do_sample: false, ..ChainConfig::default() }.build()?, ChainConfig::greedy().build()?];
 /// let tokens = sample_batch(&logits, &mut samplers, &[&[], &[]])?;
 /// assert_eq!(tokens, [1, 0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -68,7 +68,7 @@ pub fn sample_batch<S: Sampler>(
 /// use kyutai_sampling::{Batch, ChainConfig};
 ///
 /// let mut batch = Batch::new();
-/// let mut samplers = vec![ChainConfig { temperature: 0.0, ..ChainConfig::default() }.build()?; 3];
+/// let mut samplers = vec![ChainConfig { do_sample: false, ..ChainConfig::default() }.build()?; 3];
 /// let logits = Tensor::new(&[[0.0f32, 1.0], [1.0, 0.0], [2.0, 3.0]], &Device::Cpu)?;
 /// assert_eq!(batch.sample(&logits, &mut samplers, &[&[], &[], &[]])?, [1, 0, 1]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -48,7 +48,7 @@ pub struct Verified {
 ///
 /// # Errors
 ///
-/// [`SamplingError::DraftMismatch`] when `target_logits` does not have `K + 1` rows (`[K + 1, V]`
+/// Every row is validated, also those after a rejection. [`SamplingError::DraftMismatch`] when `target_logits` does not have `K + 1` rows (`[K + 1, V]`
 /// or `[K + 1, 1, V]`), or `draft_probs` does not have `K` rows of `V`;
 /// [`SamplingError::TokenOutOfVocab`] for a draft token outside the vocabulary;
 /// [`SamplingError::DraftProbability`] when a draft token's `q` is not positive and finite, or a
@@ -60,7 +60,7 @@ pub struct Verified {
 /// use candle_core::{Device, Tensor};
 /// use kyutai_sampling::{verify_draft, ChainConfig};
 ///
-/// let mut chain = ChainConfig { temperature: 0.0, ..ChainConfig::default() }.build()?;
+/// let mut chain = ChainConfig { do_sample: false, ..ChainConfig::default() }.build()?;
 /// // The target's choices at the three positions are 1, 2, 0.
 /// let target = Tensor::new(&[[0.0f32, 9.0, 0.0], [0.0, 0.0, 9.0], [9.0, 0.0, 0.0]], &Device::Cpu)?;
 /// let verified = verify_draft(&mut chain, &target, &[], &[1, 0], None)?;
@@ -116,6 +116,19 @@ pub fn verify_draft(
             vocab,
         });
     }
+    // Every draft token's own probability, before any row is processed.
+    if let Some(q) = draft_probs {
+        for (position, (&token, row)) in draft.iter().zip(q).enumerate() {
+            let probability = row.get(token as usize).copied().unwrap_or(0.0);
+            if !(probability > 0.0 && probability.is_finite()) {
+                return Err(SamplingError::DraftProbability {
+                    position,
+                    token,
+                    probability,
+                });
+            }
+        }
+    }
     if matches!(chain.plan.select, Select::Mirostat { .. }) {
         return Err(SamplingError::config(
             "mirostat",
@@ -153,6 +166,13 @@ fn verify_rows(
     draft_probs: Option<&[Vec<f32>]>,
 ) -> Result<Verified, SamplingError> {
     let mut rows = values.chunks_exact(vocab);
+    // The rows after position i.
+    let rest = |i: usize| {
+        values
+            .get((i + 1).saturating_mul(vocab)..)
+            .unwrap_or_default()
+            .chunks_exact(vocab)
+    };
     let mut tokens = Vec::with_capacity(draft.len() + 1);
     let greedy = matches!(chain.plan.select, Select::Greedy);
     for (i, (&x, row)) in draft.iter().zip(&mut rows).enumerate() {
@@ -176,6 +196,7 @@ fn verify_rows(
             let g = chain.run(row, &[], hist, Want::Draw)?.token;
             if g != x {
                 tokens.push(g);
+                check_rest(rest(i))?;
                 return Ok(Verified {
                     tokens,
                     accepted: i,
@@ -219,6 +240,7 @@ fn verify_rows(
                     .map(|c| c.1)
                     .ok_or(SamplingError::AllMasked)?;
                 tokens.push(token);
+                check_rest(rest(i))?;
                 return Ok(Verified {
                     tokens,
                     accepted: i,
@@ -240,4 +262,16 @@ fn verify_rows(
         tokens,
         accepted: draft.len(),
     })
+}
+
+/// Validates the rows a rejection left unread: bad logits anywhere in the target's output are
+/// an error, not only where verification happened to look.
+fn check_rest<'a>(rows: impl Iterator<Item = &'a [f32]>) -> Result<(), SamplingError> {
+    for row in rows {
+        match crate::logits::validate_logits(row) {
+            Ok(()) | Err(SamplingError::AllMasked) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
