@@ -1,18 +1,5 @@
 //! Sampling a batch of rows, each with its own sampler and history: [`sample_batch`] and the
 //! buffer-reusing [`Batch`].
-//!
-//! # Batch = single
-//!
-//! Row `i` gets exactly the token that `samplers[i].sample(row i, histories[i])` would return
-//! on its own: each sampler owns its random stream, so neither the other rows, their order, the
-//! batch size nor the number of threads changes a row's token. Rows are read from one host copy
-//! of the batch (none at all for a contiguous f32 tensor on the CPU) and handed to their samplers
-//! as slices, on as many threads as rayon's global pool holds.
-//!
-//! # Errors
-//!
-//! Every row is sampled even when one fails, so the other rows' samplers advance exactly as they
-//! would alone; the error is [`SamplingError::BatchRow`] for the lowest failing row.
 
 use std::sync::Mutex;
 
@@ -29,9 +16,18 @@ const PARALLEL_MIN_LOGITS: usize = 1 << 15;
 /// Samples every row of `logits` (`[B, V]` or `[B, 1, V]`, any float dtype, any device) with its
 /// own sampler and history. One device-to-host copy for the whole batch; rows run in parallel.
 ///
-/// Row `i`'s token is the one `samplers[i].sample(row i, histories[i])` returns alone, whatever
-/// the other rows, their order, `B` or the number of threads (see the [module docs](self)).
-/// [`Batch`] does the same and keeps its buffers from call to call.
+/// # Batch = single
+///
+/// Row `i` gets exactly the token that `samplers[i].sample(row i, histories[i])` would return
+/// on its own: each sampler owns its random stream, so neither the other rows, their order, the
+/// batch size nor the number of threads changes a row's token. Rows are read from one host copy
+/// of the batch (none at all for a contiguous f32 tensor on the CPU) and handed to their samplers
+/// as slices, on rayon's global pool (or the pool the call is `install`ed in) once the batch
+/// holds at least 32768 logits, on the calling thread below that. [`Batch`] does the same and
+/// keeps its buffers from call to call.
+///
+/// Every row is sampled even when one fails, so the other rows' samplers advance exactly as they
+/// would alone.
 ///
 /// # Errors
 ///

@@ -62,8 +62,8 @@ mod repetition_penalty;
 mod sampler;
 mod stage;
 
-pub use candle_transformers::generation::Sampling;
 pub use batch::{sample_batch, Batch};
+pub use candle_transformers::generation::Sampling;
 pub use chain::{verify_draft, Chain, ChainConfig, Convention, Sampled, Verified};
 pub use config::SamplingConfig;
 #[cfg(feature = "llguidance")]

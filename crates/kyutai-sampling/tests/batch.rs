@@ -47,7 +47,6 @@ fn sampler(kind: u8, seed: u64) -> BoxSampler {
             seed,
             repetition_penalty: Some(1.3),
             repetition_context_size: 8,
-            ..SamplingConfig::default()
         }
         .build()
         .unwrap(),

@@ -90,7 +90,11 @@ fn batch_allocates_nothing_per_call() {
             })
             .collect();
         let histories: Vec<Vec<u32>> = (0..rows)
-            .map(|i| (0..64).map(|j| ((i * 31 + j * 17) % vocab) as u32).collect())
+            .map(|i| {
+                (0..64)
+                    .map(|j| ((i * 31 + j * 17) % vocab) as u32)
+                    .collect()
+            })
             .collect();
         let refs: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
         let mut batch = Batch::new();

@@ -28,10 +28,10 @@ use candle_core::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::constraint::{self, Constraint};
 use crate::logits::with_logits;
 use crate::native::{self, scale, weight, Candidate, View, Workspace};
 use crate::stage::{self, Select, Step};
-use crate::constraint::{self, Constraint};
 use crate::{Sampler, SamplingError};
 use candidates::{rank, Candidates};
 use edits::{EditCx, Edits};
@@ -353,19 +353,25 @@ impl Chain {
         // (ln Z, H) of the whole distribution when typical-p runs first on a partial list.
         let mut typical_whole: Option<(f64, f64)> = None;
         if masked {
-            // Every input is validated, then only the allowed tokens are read.
-            if entries.is_empty() {
-                crate::logits::validate_logits(logits)?;
-            } else {
-                native::scan_groups(nw, &view)?;
-            }
-            let value = |t| value_at(logits, entries, t);
             let top_k = match steps.get(first) {
                 Some(&Step::TopK { k, ties }) => Some((k, ties)),
                 _ => None,
             };
             let allowed = plan.allowed.as_deref();
-            stage::allowed::start_masked(cands, mask, vocab, allowed, top_k, value);
+            if entries.is_empty() && allowed.is_none() {
+                // One pass validates every logit and gathers the allowed ones.
+                stage::allowed::start_masked_fused(cands, mask, logits, top_k)?;
+            } else {
+                // Every input is validated (the fused scan is the fastest validating pass of
+                // an edited view), then only the allowed tokens are read.
+                native::scan_groups(nw, &view)?;
+                let value = |t| value_at(logits, entries, t);
+                let groups = native::group_maxima(nw, vocab);
+                let raw = entries.is_empty().then_some(logits);
+                stage::allowed::start_masked(
+                    cands, mask, vocab, groups, raw, allowed, top_k, value,
+                );
+            }
         } else if let Some(allowed) = &plan.allowed {
             native::scan_groups(nw, &view)?;
             stage::allowed::start(cands, allowed, |t| value_at(logits, entries, t));

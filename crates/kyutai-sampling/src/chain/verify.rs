@@ -1,24 +1,5 @@
 //! [`verify_draft`]: lossless verification of a speculative draft against the target model,
 //! through a chain's processing.
-//!
-//! # The rule
-//!
-//! Leviathan et al.'s speculative sampling. At draft position `i`, `p_i` is the chain's
-//! processed target distribution ([`Chain::probabilities`]) after the history and the draft
-//! tokens accepted so far (so penalties and other history-dependent stages see that prefix),
-//! and `q_i` the drafter's distribution. Draft token `x` is accepted with probability
-//! `min(1, p_i(x) / q_i(x))`; at the first rejection the emitted token is drawn from
-//! `norm(max(p_i − q_i, 0))` and verification stops; when all `K` are accepted, a bonus token
-//! is drawn from `p_{K+1}`. Each emitted token is then distributed exactly as if the target
-//! had been sampled one position at a time. A deterministic drafter (n-gram, prompt lookup)
-//! passes no `draft_probs`: `q_i` is the point mass on its token, so `x` is accepted with
-//! probability `p_i(x)`, and a rejection draws from `p_i` without `x`.
-//!
-//! # Random numbers
-//!
-//! Acceptance tests and the draws come from the chain's own stream, so a seeded chain verifies
-//! reproducibly. A greedy chain (temperature 0) draws none: it accepts a draft token exactly
-//! when it is the chain's choice.
 
 use candle_core::{DType, Tensor};
 
@@ -44,12 +25,32 @@ pub struct Verified {
 /// deterministic drafter (n-gram, prompt lookup).
 ///
 /// The emitted tokens are distributed exactly as sequential sampling from the chain would
-/// draw them (see the [module docs](self) for the rule).
+/// draw them.
+///
+/// # The rule
+///
+/// Leviathan et al.'s speculative sampling. At draft position `i`, `p_i` is the chain's
+/// processed target distribution ([`Chain::probabilities`]) after the history and the draft
+/// tokens accepted so far (so penalties and other history-dependent stages see that prefix),
+/// and `q_i` the drafter's distribution. Draft token `x` is accepted with probability
+/// `min(1, p_i(x) / q_i(x))`; at the first rejection the emitted token is drawn from
+/// `norm(max(p_i − q_i, 0))` and verification stops; when all `K` are accepted, a bonus token
+/// is drawn from `p_{K+1}`. Each emitted token is then distributed exactly as if the target
+/// had been sampled one position at a time. A deterministic drafter (n-gram, prompt lookup)
+/// passes no `draft_probs`: `q_i` is the point mass on its token, so `x` is accepted with
+/// probability `p_i(x)`, and a rejection draws from `p_i` without `x`.
+///
+/// # Random numbers
+///
+/// Acceptance tests and the draws come from the chain's own stream, so a seeded chain verifies
+/// reproducibly. A greedy chain (`do_sample` false, or temperature 0 under llama.cpp's convention) draws none: it accepts a draft token exactly
+/// when it is the chain's choice.
 ///
 /// # Errors
 ///
-/// Every row is validated, also those after a rejection. [`SamplingError::DraftMismatch`] when `target_logits` does not have `K + 1` rows (`[K + 1, V]`
-/// or `[K + 1, 1, V]`), or `draft_probs` does not have `K` rows of `V`;
+/// Every row is validated, also those after a rejection. [`SamplingError::DraftMismatch`] when
+/// `target_logits` does not have `K + 1` rows (`[K + 1, V]` or `[K + 1, 1, V]`), or
+/// `draft_probs` does not have `K` rows of `V`;
 /// [`SamplingError::TokenOutOfVocab`] for a draft token outside the vocabulary;
 /// [`SamplingError::DraftProbability`] when a draft token's `q` is not positive and finite, or a
 /// `q` value the residual reads is negative or NaN; [`SamplingError::InvalidConfig`] for a

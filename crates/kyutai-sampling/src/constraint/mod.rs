@@ -103,19 +103,3 @@ pub(crate) fn is_set(mask: &[u32], t: u32) -> bool {
     mask.get((t / 32) as usize)
         .is_some_and(|w| w & (1 << (t % 32)) != 0)
 }
-
-/// Calls `f` with every token below `vocab` whose bit is set, in increasing order.
-#[inline]
-pub(crate) fn for_each_set(mask: &[u32], vocab: usize, mut f: impl FnMut(u32)) {
-    for (i, &word) in mask.iter().enumerate() {
-        let mut bits = word;
-        while bits != 0 {
-            let t = (i * 32) as u32 + bits.trailing_zeros();
-            if t as usize >= vocab {
-                return;
-            }
-            f(t);
-            bits &= bits - 1;
-        }
-    }
-}

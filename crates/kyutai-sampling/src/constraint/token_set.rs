@@ -8,7 +8,8 @@ use crate::SamplingError;
 ///
 /// # Cost
 ///
-/// `O(n)` per call for `n` tokens in the set.
+/// A copy of `ceil(V / 32)` words per call; `O(n)` for `n` tokens in the set when the mask's
+/// size changes.
 ///
 /// ```
 /// use kyutai_sampling::{ChainConfig, TokenSet};
@@ -18,9 +19,11 @@ use crate::SamplingError;
 /// assert_eq!(probs, [0.5, 0.0, 0.5]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct TokenSet {
     tokens: Vec<u32>,
+    /// The mask last written, for its length: copied while the vocabulary stays the same.
+    cached: Vec<u32>,
 }
 
 impl TokenSet {
@@ -29,7 +32,10 @@ impl TokenSet {
         let mut tokens: Vec<u32> = tokens.into_iter().collect();
         tokens.sort_unstable();
         tokens.dedup();
-        Self { tokens }
+        Self {
+            tokens,
+            cached: Vec::new(),
+        }
     }
 
     /// The allowed tokens, ascending.
@@ -40,11 +46,16 @@ impl TokenSet {
 
 impl Constraint for TokenSet {
     fn allowed(&mut self, _history: &[u32], mask: &mut [u32]) -> Result<(), SamplingError> {
-        for &t in &self.tokens {
-            if let Some(word) = mask.get_mut((t / 32) as usize) {
-                *word |= 1 << (t % 32);
+        if self.cached.len() != mask.len() {
+            self.cached.clear();
+            self.cached.resize(mask.len(), 0);
+            for &t in &self.tokens {
+                if let Some(word) = self.cached.get_mut((t / 32) as usize) {
+                    *word |= 1 << (t % 32);
+                }
             }
         }
+        mask.copy_from_slice(&self.cached);
         Ok(())
     }
 

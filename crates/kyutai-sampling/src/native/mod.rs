@@ -19,7 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::logits::with_logits;
 use crate::params::{check_sampling, sampling_from_options};
 use crate::{Sampler, SamplingError};
-use select::{by_rank, gather_groups, top_k_floor, Collect, Gather, GroupScan, Scan, GROUP};
+pub(crate) use select::GROUP;
+use select::{by_rank, gather_groups, top_k_floor, Collect, Gather, GroupScan, Scan};
 use view::{normalise_edits, EditBuffer};
 use weights::{StoreWeights, SumWeights, BLOCK};
 
@@ -324,6 +325,12 @@ pub(crate) fn scan_groups(work: &mut Workspace, view: &View<'_>) -> Result<f32, 
     let mut scan = GroupScan::new(groups);
     view.visit(&mut scan);
     scan.finish(view)
+}
+
+/// The group maxima the last [`scan_groups`] of a `len`-token view recorded, one per [`GROUP`]
+/// tokens (the last group may be partial).
+pub(crate) fn group_maxima(work: &Workspace, len: usize) -> &[f32] {
+    work.groups.get(..len.div_ceil(GROUP)).unwrap_or_default()
 }
 
 /// Appends to `out` every token of `view` whose logit is `>= floor` and unmasked, in index
