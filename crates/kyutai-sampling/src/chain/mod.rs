@@ -367,10 +367,7 @@ impl Chain {
                 native::scan_groups(nw, &view)?;
                 let value = |t| value_at(logits, entries, t);
                 let groups = native::group_maxima(nw, vocab);
-                let raw = entries.is_empty().then_some(logits);
-                stage::allowed::start_masked(
-                    cands, mask, vocab, groups, raw, allowed, top_k, value,
-                );
+                stage::allowed::start_masked(cands, mask, vocab, groups, allowed, top_k, value);
             }
         } else if let Some(allowed) = &plan.allowed {
             native::scan_groups(nw, &view)?;

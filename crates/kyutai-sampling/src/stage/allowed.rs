@@ -50,7 +50,6 @@ pub(crate) fn start_masked(
     mask: &[u32],
     vocab: usize,
     groups: &[f32],
-    raw: Option<&[f32]>,
     allowed: Option<&[u32]>,
     top_k: Option<(usize, bool)>,
     value: impl Fn(u32) -> f32,
@@ -77,9 +76,7 @@ pub(crate) fn start_masked(
         }
         None => {
             // Word by word. A word whose group maximum (over all the group's tokens, so a bound
-            // on the allowed ones) cannot pass the floor is skipped; on unedited logits, the
-            // word's 32 logits are compared with the floor at once and only the allowed ones
-            // above it are visited.
+            // on the allowed ones) cannot pass the floor is skipped.
             const WORDS: usize = GROUP / 32;
             for (w, &word) in mask.iter().enumerate() {
                 if word == 0
@@ -88,15 +85,7 @@ pub(crate) fn start_masked(
                     continue;
                 }
                 let base = w * 32;
-                let mut bits = match raw {
-                    Some(raw) => {
-                        let xs = raw
-                            .get(base..(base + 32).min(raw.len()))
-                            .unwrap_or_default();
-                        word & gather.above(xs)
-                    }
-                    None => word,
-                };
+                let mut bits = word;
                 while bits != 0 {
                     let t = base + bits.trailing_zeros() as usize;
                     if t >= vocab {
@@ -292,23 +281,6 @@ impl Gather<'_> {
             }
     }
 
-    /// Bit `j` set when `xs[j]` passes (at most 32 values; missing ones do not).
-    #[inline]
-    fn above(&self, xs: &[f32]) -> u32 {
-        // `x >= -inf` would let masked tokens through: the strict test is the same there.
-        let strict = !self.ties || self.floor == f32::NEG_INFINITY;
-        match <&[f32; 32]>::try_from(xs) {
-            Ok(xs) => above32(xs, self.floor, strict),
-            Err(_) => xs.iter().take(32).enumerate().fold(0, |bits, (j, &x)| {
-                bits | u32::from(if strict {
-                    x > self.floor
-                } else {
-                    x >= self.floor
-                }) << j
-            }),
-        }
-    }
-
     #[inline]
     fn offer(&mut self, x: f32, t: u32) {
         if self.passes(x) {
@@ -320,39 +292,4 @@ impl Gather<'_> {
             }
         }
     }
-}
-
-/// Bit `j` set when `xs[j] > floor` (`>=` when not `strict`): four-lane compares and their sign
-/// masks on x86-64, whose baseline has SSE.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn above32(xs: &[f32; 32], floor: f32, strict: bool) -> u32 {
-    use std::arch::x86_64::{
-        _mm_cmpge_ps, _mm_cmpgt_ps, _mm_loadu_ps, _mm_movemask_ps, _mm_set1_ps,
-    };
-    let mut bits = 0u32;
-    // SAFETY: SSE is part of the x86-64 baseline, so these intrinsics exist on every x86-64
-    // CPU; each load reads four initialised f32s of `lanes`, with no alignment requirement.
-    unsafe {
-        let f = _mm_set1_ps(floor);
-        for (i, lanes) in xs.chunks_exact(4).enumerate() {
-            let v = _mm_loadu_ps(lanes.as_ptr());
-            let m = if strict {
-                _mm_cmpgt_ps(v, f)
-            } else {
-                _mm_cmpge_ps(v, f)
-            };
-            bits |= (_mm_movemask_ps(m) as u32) << (4 * i);
-        }
-    }
-    bits
-}
-
-/// Bit `j` set when `xs[j] > floor` (`>=` when not `strict`).
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn above32(xs: &[f32; 32], floor: f32, strict: bool) -> u32 {
-    xs.iter().enumerate().fold(0, |bits, (j, &x)| {
-        bits | u32::from(if strict { x > floor } else { x >= floor }) << j
-    })
 }
