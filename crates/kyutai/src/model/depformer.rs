@@ -11,11 +11,11 @@
 use candle_core::{DType, IndexOp, Tensor};
 use candle_nn::{Linear, Module};
 
+use super::embeddings::TokenEmbedding;
+use super::guidance::guided_logits;
+use super::transformer::{StreamingState, TransformerWeights};
+use super::weights::{linear, WeightSource};
 use crate::config::LmConfig;
-use crate::embeddings::TokenEmbedding;
-use crate::sampling::guided_logits;
-use crate::transformer::{StreamingState, TransformerWeights};
-use crate::weights::{linear, WeightSource};
 use crate::{Error, Result};
 
 #[derive(Debug)]
