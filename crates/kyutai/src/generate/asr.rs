@@ -459,30 +459,15 @@ impl AsrState {
 
     /// One model step on one checked frame (`frame[item][codebook]`).
     fn step_frame(&mut self, frame: &[Vec<u32>], messages: &mut Vec<AsrMessage>) -> Result<()> {
-        let batch = self.items.len();
-        let codebooks = self.model.in_audio_codebooks();
-        let start = self.model.text_start_token();
-        let audio_pad = self.model.audio_pad_token();
-        let mut audio = vec![Vec::with_capacity(batch); codebooks];
-        let mut text = Vec::with_capacity(batch);
-        for (item, codes) in self.items.iter_mut().zip(frame) {
-            let first = item.steps == 0;
-            text.push(if first { start } else { item.text_token });
-            for (column, (previous, &code)) in audio
-                .iter_mut()
-                .zip(item.previous_codes.iter_mut().zip(codes))
-            {
-                let read = std::mem::replace(previous, code);
-                column.push(if first { audio_pad } else { read });
-            }
-        }
+        let inputs = self.inputs(frame);
         let device = self.model.device().clone();
-        let text_tensor = column_tensor(&text, &device)?;
-        let audio_tensors = audio
+        let text_tensor = column_tensor(&inputs.text, &device)?;
+        let audio_tensors = inputs
+            .audio
             .iter()
             .map(|column| Ok(Some(column_tensor(column, &device)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.last_inputs = Some(AsrInputs { text, audio });
+        self.last_inputs = Some(inputs);
 
         let output = self.model.forward_asr(Some(&text_tensor), &audio_tensors)?;
         self.model_step_idx += 1;
@@ -503,6 +488,29 @@ impl AsrState {
             item.read(token, batch_idx, &self.config, messages);
         }
         Ok(())
+    }
+
+    /// What the model reads at this step: per item, the previous text token and the codes of
+    /// the previous frame (the start and pad tokens at the item's first step); `frame`'s codes
+    /// are kept for the next step.
+    fn inputs(&mut self, frame: &[Vec<u32>]) -> AsrInputs {
+        let batch = self.items.len();
+        let start = self.model.text_start_token();
+        let audio_pad = self.model.audio_pad_token();
+        let mut audio = vec![Vec::with_capacity(batch); self.model.in_audio_codebooks()];
+        let mut text = Vec::with_capacity(batch);
+        for (item, codes) in self.items.iter_mut().zip(frame) {
+            let first = item.steps == 0;
+            text.push(if first { start } else { item.text_token });
+            for (column, (previous, &code)) in audio
+                .iter_mut()
+                .zip(item.previous_codes.iter_mut().zip(codes))
+            {
+                let read = std::mem::replace(previous, code);
+                column.push(if first { audio_pad } else { read });
+            }
+        }
+        AsrInputs { text, audio }
     }
 
     /// Each item's next text token, from its row of `logits` (`[batch, 1, vocab]`) and its

@@ -1,25 +1,20 @@
-//! [`Multistream`]: Moshi's full-duplex generation, one 80 ms frame at a time (moshi 0.6.4's
-//! `lm_generate_multistream`); its sibling, the generic delayed-stream loop, is
-//! [`LmGenerate`](crate::LmGenerate).
+//! [`Multistream`]: Moshi's full-duplex generation, one 80 ms frame at a time: moshi 0.6.4's
+//! `lm_generate_multistream::State`, with injected [`Samplers`]. (Its sibling, the generic
+//! delayed-stream loop with teacher forcing, is [`LmGenerate`](crate::LmGenerate).)
 //!
-//! * [`Multistream`]: Moshi's full-duplex loop. The user's audio codes come in, the model's
-//!   text token and audio codes go out, with an acoustic delay between the first (semantic)
-//!   codebook and the others, an optional text repetition penalty over non-special tokens and
-//!   optional classifier-free guidance. This is moshi 0.6.4's `lm_generate_multistream::State`.
-//! * [`LmGenerate`]: the generic loop with one delay per audio codebook, teacher forcing of any
-//!   text or audio position and "literal zero" inputs (no embedding): moshi 0.6.4's
-//!   `lm_generate::State`.
-//!
-//! Both receive their [`Samplers`] at construction and choose every token through them: the
-//! text token through `samplers.text` with the text stream's history, the token of generated
-//! codebook `k` through `samplers.audio(k)` with codebook `k`'s history. Histories hold the
-//! tokens each stream keeps, oldest first: the text tokens of the steps so far (teacher-forced
-//! ones included), and for each codebook the tokens written into its stream (a token sampled
-//! before the codebook's delay, which the stream discards, is not in it).
+//! The user's audio codes come in, the model's text token and audio codes go out, with an
+//! acoustic delay between the first (semantic) codebook and the others, an optional text
+//! repetition penalty over non-special tokens, an optional pad bias and optional
+//! classifier-free guidance. The text token is chosen through `samplers.text` with the text
+//! stream's history, the token of generated codebook `k` through `samplers.audio(k)` with
+//! codebook `k`'s history. Histories hold the tokens each stream keeps, oldest first: the text
+//! tokens of the steps so far (teacher-forced ones included), and for each codebook the tokens
+//! written into its stream (a token sampled before the codebook's delay, which the stream
+//! discards, is not in it).
 //!
 //! ```
 //! use candle_core::{DType, Device};
-//! use kyutai::lm_generate::{Multistream, MultistreamConfig};
+//! use kyutai::generate::multistream::{Multistream, MultistreamConfig};
 //! use kyutai::{LmConfig, LmModel, Samplers};
 //!
 //! // A tiny model with Moshi's layout (8 generated + 8 user codebooks); random weights.
