@@ -167,15 +167,55 @@ pub mod lm_generate {
     };
 }
 
-/// Deprecated: [`generate::audio`] (`gen` is a reserved word from edition 2024 on).
+/// Deprecated: [`generate::audio`] (`gen` is a reserved word from edition 2024 on). Its items
+/// are deprecated aliases of the new ones.
 #[deprecated(
     since = "0.1.0",
     note = "use `kyutai::generate::audio` (or the root re-exports)"
 )]
 pub mod gen {
-    pub use crate::generate::audio::{
-        generate_audio, generate_audio_with_progress, GenOutput, GenPrompt,
-    };
+    use crate::{GenOutput as Output, GenPrompt as Prompt, LmModel, Mimi, Result, Samplers};
+
+    /// Deprecated alias of [`GenPrompt`](crate::GenPrompt).
+    #[deprecated(since = "0.1.0", note = "use `kyutai::GenPrompt`")]
+    pub type GenPrompt = Prompt;
+
+    /// Deprecated alias of [`GenOutput`](crate::GenOutput).
+    #[deprecated(since = "0.1.0", note = "use `kyutai::GenOutput`")]
+    pub type GenOutput = Output;
+
+    /// Deprecated: [`generate_audio`](crate::generate_audio).
+    ///
+    /// # Errors
+    ///
+    /// As [`generate_audio`](crate::generate_audio).
+    #[deprecated(since = "0.1.0", note = "use `kyutai::generate_audio`")]
+    pub fn generate_audio(
+        model: &LmModel,
+        mimi: &mut Mimi,
+        prompt: &Prompt,
+        steps: usize,
+        samplers: &mut Samplers,
+    ) -> Result<Output> {
+        crate::generate_audio(model, mimi, prompt, steps, samplers)
+    }
+
+    /// Deprecated: [`generate_audio_with_progress`](crate::generate_audio_with_progress).
+    ///
+    /// # Errors
+    ///
+    /// As [`generate_audio`](crate::generate_audio).
+    #[deprecated(since = "0.1.0", note = "use `kyutai::generate_audio_with_progress`")]
+    pub fn generate_audio_with_progress(
+        model: &LmModel,
+        mimi: &mut Mimi,
+        prompt: &Prompt,
+        steps: usize,
+        samplers: &mut Samplers,
+        on_step: &mut dyn FnMut(usize, u32),
+    ) -> Result<Output> {
+        crate::generate_audio_with_progress(model, mimi, prompt, steps, samplers, on_step)
+    }
 }
 
 /// Deprecated: [`BasicGenerator`] now lives in [`generate::audio`].
@@ -184,5 +224,7 @@ pub mod gen {
     note = "use `kyutai::BasicGenerator` (`kyutai::generate::audio`)"
 )]
 pub mod generator {
-    pub use crate::generate::audio::BasicGenerator;
+    /// Deprecated alias of [`BasicGenerator`](crate::BasicGenerator).
+    #[deprecated(since = "0.1.0", note = "use `kyutai::BasicGenerator`")]
+    pub type BasicGenerator = crate::BasicGenerator;
 }

@@ -35,8 +35,54 @@ fn old_module_paths_name_the_new_items() {
         kyutai::generate::tts::TtsStream,
     >());
     assert_eq!(kyutai::lm_generate::UNGENERATED, u32::MAX);
-    let _ = kyutai::gen::generate_audio;
-    let _ = kyutai::gen::generate_audio_with_progress;
+}
+
+#[test]
+fn the_deprecated_gen_functions_forward_to_the_new_ones() {
+    use candle_core::{DType, Device};
+    let mut config = kyutai::LmConfig::moshi_7b_v0_1();
+    (
+        config.transformer.d_model,
+        config.transformer.num_heads,
+        config.transformer.num_layers,
+    ) = (32, 2, 1);
+    let dep = config.depformer.as_mut().unwrap();
+    (
+        dep.transformer.d_model,
+        dep.transformer.num_heads,
+        dep.transformer.num_layers,
+    ) = (16, 2, 1);
+    dep.num_slices = 2;
+    (config.audio_codebooks, config.audio_delays) = (4, Some(vec![0, 1, 0, 1]));
+    (
+        config.text_in_vocab_size,
+        config.text_out_vocab_size,
+        config.audio_vocab_size,
+    ) = (101, 100, 17);
+    let model = kyutai::LmModel::random(&config, 1, DType::F32, &Device::Cpu).unwrap();
+    let mut mimi_config = kyutai::Mimi::small_config(2);
+    mimi_config.quantizer_bins = 16;
+    let mut mimi = kyutai::Mimi::random(mimi_config, 2, &Device::Cpu).unwrap();
+    let prompt = kyutai::gen::GenPrompt {
+        text: vec![7],
+        user_pcm: None,
+    };
+    let samplers = || kyutai::Samplers::moshi(5).unwrap();
+    let new = kyutai::generate_audio(&model, &mut mimi, &prompt, 3, &mut samplers()).unwrap();
+    let old = kyutai::gen::generate_audio(&model, &mut mimi, &prompt, 3, &mut samplers()).unwrap();
+    let mut steps = Vec::new();
+    let progress = kyutai::gen::generate_audio_with_progress(
+        &model,
+        &mut mimi,
+        &prompt,
+        3,
+        &mut samplers(),
+        &mut |done, _| steps.push(done),
+    )
+    .unwrap();
+    assert_eq!(old, new);
+    assert_eq!(progress, new);
+    assert_eq!(steps, [1, 2, 3]);
 }
 
 #[test]
