@@ -221,7 +221,7 @@ pub(crate) fn check_compatible(model: &LmModel, mimi: &Mimi) -> Result<()> {
     Ok(())
 }
 
-/// The convenience wrapper around [`generate_audio`](generate_audio): it owns the
+/// The convenience wrapper around [`generate_audio`]: it owns the
 /// model, the Mimi and the samplers, checked once at construction.
 ///
 /// [`generate`](Self::generate) produces exactly what `generate_audio` produces with the same
@@ -265,7 +265,7 @@ impl BasicGenerator {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] when the model or Mimi is on another device or Mimi does not
-    /// fit the model (see [`generate_audio`](generate_audio));
+    /// fit the model (see [`generate_audio`]);
     /// [`Error::NoDepformer`] for a model that generates no audio; [`Error::InvalidInput`] when
     /// per-codebook samplers do not number the generated codebooks.
     pub fn new(model: LmModel, mimi: Mimi, device: &Device, samplers: Samplers) -> Result<Self> {
@@ -290,7 +290,7 @@ impl BasicGenerator {
     ///
     /// # Errors
     ///
-    /// As [`generate_audio`](generate_audio).
+    /// As [`generate_audio`].
     pub fn generate(&mut self, prompt: &GenPrompt, steps: usize) -> Result<GenOutput> {
         self.generate_with_progress(prompt, steps, &mut |_, _| {})
     }
@@ -300,7 +300,7 @@ impl BasicGenerator {
     ///
     /// # Errors
     ///
-    /// As [`generate_audio`](generate_audio).
+    /// As [`generate_audio`].
     pub fn generate_with_progress(
         &mut self,
         prompt: &GenPrompt,
