@@ -7,6 +7,7 @@
 use candle_core::{DType, Tensor};
 use kyutai_sampling::{RepetitionPenalty, Sampler, SamplingError};
 
+use crate::error::check_tokens;
 use crate::model::guidance::check_float;
 use crate::{Error, LmModel, Result};
 
@@ -25,13 +26,7 @@ pub fn sample_logits(logits: &Tensor, sampler: &mut dyn Sampler, history: &[u32]
     let logits = single_row(logits)?;
     let vocab = logits.dim(0)?;
     let token = sampler.sample(&logits, history)?;
-    if token as usize >= vocab {
-        return Err(Error::TokenOutOfRange {
-            input: "the sampler's output".into(),
-            token,
-            vocab_size: vocab,
-        });
-    }
+    check_tokens(&[token], "the sampler's output", vocab)?;
     Ok(token)
 }
 
@@ -88,13 +83,7 @@ pub(crate) fn sample_text(
             .sample_edited(&values, &edits, p.history)?,
         None => sampler.sample_edited(&values, &edits, history)?,
     };
-    if token as usize >= vocab {
-        return Err(Error::TokenOutOfRange {
-            input: "the sampler's output".into(),
-            token,
-            vocab_size: vocab,
-        });
-    }
+    check_tokens(&[token], "the sampler's output", vocab)?;
     Ok(token)
 }
 

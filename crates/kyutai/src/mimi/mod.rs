@@ -378,15 +378,7 @@ impl Mimi {
     }
 
     fn check_code_values(&self, codes: &[u32], input: &str) -> Result<()> {
-        let cardinality = self.cardinality();
-        match codes.iter().find(|&&c| c as usize >= cardinality) {
-            Some(&token) => Err(Error::TokenOutOfRange {
-                input: input.to_string(),
-                token,
-                vocab_size: cardinality,
-            }),
-            None => Ok(()),
-        }
+        crate::error::check_tokens(codes, input, self.cardinality())
     }
 }
 
