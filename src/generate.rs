@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use clap::Parser;
-use kyutai::gen::GenPrompt;
+use kyutai::GenPrompt;
 use kyutai::{
     BasicGenerator, LmConfig, LmModel, Mimi, MimiConfig, Samplers, MOSHI_AUDIO_TEMPERATURE,
     MOSHI_AUDIO_TOP_K, MOSHI_TEXT_TEMPERATURE, MOSHI_TEXT_TOP_K,

@@ -385,7 +385,7 @@ impl LmConfig {
 
     /// The audio pad (and initial) token: `audio_vocab_size - 1`.
     pub fn audio_pad_token(&self) -> u32 {
-        token_id(self.audio_vocab_size.saturating_sub(1))
+        audio_pad_token(self.audio_vocab_size)
     }
 
     /// Audio codebooks the depformer generates (0 without a depformer).
@@ -467,6 +467,21 @@ impl LmConfig {
         }
         Ok(())
     }
+}
+
+/// The text pad token of Kyutai's text tokenizers: "no new text at this step" (moshi's
+/// `existing_text_padding_id`). The one definition behind every pad-token default and
+/// re-export of the crate.
+pub const TEXT_PAD_TOKEN: u32 = 3;
+
+/// The text end-of-padding token of Kyutai's text tokenizers: "a word starts here".
+pub const TEXT_EOP_TOKEN: u32 = 0;
+
+/// The audio pad token of an audio vocabulary of `audio_vocab_size` ids: the last id (`u32::MAX`
+/// for a vocabulary too large for a token id). The one definition behind every
+/// `audio_pad_token` method of the crate.
+pub(crate) fn audio_pad_token(audio_vocab_size: usize) -> u32 {
+    token_id(audio_vocab_size.saturating_sub(1))
 }
 
 /// `value` as a token id; only called on sizes that [`LmConfig::validate`] bounds by `u32::MAX`.

@@ -118,3 +118,16 @@ impl Error {
         }
     }
 }
+
+/// Checks that every token of `tokens` (the input named `input`) is below `vocab`: the one
+/// token-range check of the crate.
+pub(crate) fn check_tokens(tokens: &[u32], input: &str, vocab: usize) -> Result<()> {
+    match tokens.iter().find(|&&t| t as usize >= vocab) {
+        Some(&token) => Err(Error::TokenOutOfRange {
+            input: input.to_string(),
+            token,
+            vocab_size: vocab,
+        }),
+        None => Ok(()),
+    }
+}

@@ -17,6 +17,22 @@
 //! [`LmModel::depformer_sample`] hand 1-D f32 logits to a sampler (greedy, top-k, ... from
 //! `kyutai-sampling`, or your own type) together with the stream's history.
 //!
+//! # Layout
+//!
+//! Two layers, one folder each, with one rule between them:
+//!
+//! * `model/` computes: [`LmModel`] and its transformer, attention, embeddings, depformer,
+//!   checkpoint reading ([`tensor_inventory`]) and seeded initialisation ([`random_weights`]).
+//!   It produces logits and hidden states and **never chooses a token**: where a step needs
+//!   tokens it takes a callback ([`LmModel::depformer_step_with`]). It does not depend on the
+//!   sampling crate (the `layering` test enforces it).
+//! * [`generate`] chooses: [`Samplers`], [`sample_logits`], and the state machines
+//!   ([`Multistream`], [`LmGenerate`], [`TtsState`], [`AsrState`]) and [`generate_audio`], each
+//!   taking its samplers as one injected value.
+//!
+//! [`LmConfig`] and its presets, [`Error`] and [`Mimi`] sit beside both. Every public item is
+//! re-exported at the crate root.
+//!
 //! Parity with moshi 0.6.4 is checked by the `moshi_parity_model` test against outputs recorded
 //! with Kyutai's crate (logits within 1e-4, token streams exactly).
 //!
@@ -110,47 +126,105 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
-pub mod asr;
-mod attention;
 mod config;
-mod depformer;
-mod embeddings;
 mod error;
-pub mod gen;
-pub mod generator;
-mod kv_cache;
-mod lm;
-pub mod lm_generate;
-mod mask;
+pub mod generate;
 pub mod mimi;
-mod mlp;
-mod norm;
+mod model;
 mod presets;
-mod rope;
-mod samplers;
-mod sampling;
-mod transformer;
-pub mod tts;
-mod weights;
 
-pub use asr::{AsrConfig, AsrMessage, AsrState};
 pub use config::{
     ConditionerConfig, ContinuousAttributeConditionerConfig, CrossAttentionGating, DepFormerConfig,
     ExtraHeadsConfig, LmConfig, LutConditionerConfig, NormType, PositionalEmbedding,
-    TransformerConfig,
+    TransformerConfig, TEXT_EOP_TOKEN, TEXT_PAD_TOKEN,
 };
 pub use error::{Error, Result};
-pub use gen::{generate_audio, GenOutput, GenPrompt};
-pub use generator::BasicGenerator;
-pub use kv_cache::KvCache;
-pub use lm::{AsrOutput, LmModel};
-pub use lm_generate::{LmGenerate, LmGenerateConfig, Multistream, MultistreamConfig};
-pub use mimi::{Mimi, MimiConfig};
-pub use samplers::{
-    greedy_sampler, moshi_audio_config, moshi_text_config, AudioSamplers, Samplers,
-    MOSHI_AUDIO_TEMPERATURE, MOSHI_AUDIO_TOP_K, MOSHI_TEXT_TEMPERATURE, MOSHI_TEXT_TOP_K,
+pub use generate::audio::generate_audio_with_progress;
+pub use generate::samplers::{
+    greedy_sampler, moshi_audio_config, moshi_text_config, MOSHI_AUDIO_TEMPERATURE,
+    MOSHI_AUDIO_TOP_K, MOSHI_TEXT_TEMPERATURE, MOSHI_TEXT_TOP_K,
 };
-pub use sampling::{guided_logits, sample_logits};
-pub use transformer::Transformer;
-pub use tts::{AllowedTokens, TtsConfig, TtsEvent, TtsOutput, TtsState, TtsStream};
-pub use weights::{random_weights, tensor_inventory, TensorKind, TensorSpec};
+pub use generate::{asr, tts};
+pub use generate::{
+    generate_audio, sample_logits, AllowedTokens, AsrConfig, AsrMessage, AsrState, AudioSamplers,
+    BasicGenerator, GenOutput, GenPrompt, LmGenerate, LmGenerateConfig, Multistream,
+    MultistreamConfig, Samplers, Token, TtsConfig, TtsEvent, TtsOutput, TtsState, TtsStream,
+};
+pub use mimi::{Mimi, MimiConfig};
+pub use model::{
+    guided_logits, random_weights, tensor_inventory, AsrOutput, KvCache, LmModel, TensorKind,
+    TensorSpec, Transformer,
+};
+
+/// The former home of [`Multistream`] and [`LmGenerate`], now
+/// [`generate::multistream`] and [`generate::delayed`]; kept so that existing paths
+/// (`kyutai::lm_generate::Multistream`, ...) keep working.
+pub mod lm_generate {
+    pub use crate::generate::delayed::{LmGenerate, LmGenerateConfig, Token};
+    pub use crate::generate::multistream::{
+        Multistream, MultistreamConfig, MOSHI_RUST_ACOUSTIC_DELAY, MOSHI_TEXT_EOP_TOKEN,
+        MOSHI_TEXT_PAD_TOKEN, UNGENERATED,
+    };
+}
+
+/// Deprecated: [`generate::audio`] (`gen` is a reserved word from edition 2024 on). Its items
+/// are deprecated aliases of the new ones.
+#[deprecated(
+    since = "0.1.0",
+    note = "use `kyutai::generate::audio` (or the root re-exports)"
+)]
+pub mod gen {
+    use crate::{GenOutput as Output, GenPrompt as Prompt, LmModel, Mimi, Result, Samplers};
+
+    /// Deprecated alias of [`GenPrompt`](crate::GenPrompt).
+    #[deprecated(since = "0.1.0", note = "use `kyutai::GenPrompt`")]
+    pub type GenPrompt = Prompt;
+
+    /// Deprecated alias of [`GenOutput`](crate::GenOutput).
+    #[deprecated(since = "0.1.0", note = "use `kyutai::GenOutput`")]
+    pub type GenOutput = Output;
+
+    /// Deprecated: [`generate_audio`](crate::generate_audio).
+    ///
+    /// # Errors
+    ///
+    /// As [`generate_audio`](crate::generate_audio).
+    #[deprecated(since = "0.1.0", note = "use `kyutai::generate_audio`")]
+    pub fn generate_audio(
+        model: &LmModel,
+        mimi: &mut Mimi,
+        prompt: &Prompt,
+        steps: usize,
+        samplers: &mut Samplers,
+    ) -> Result<Output> {
+        crate::generate_audio(model, mimi, prompt, steps, samplers)
+    }
+
+    /// Deprecated: [`generate_audio_with_progress`](crate::generate_audio_with_progress).
+    ///
+    /// # Errors
+    ///
+    /// As [`generate_audio`](crate::generate_audio).
+    #[deprecated(since = "0.1.0", note = "use `kyutai::generate_audio_with_progress`")]
+    pub fn generate_audio_with_progress(
+        model: &LmModel,
+        mimi: &mut Mimi,
+        prompt: &Prompt,
+        steps: usize,
+        samplers: &mut Samplers,
+        on_step: &mut dyn FnMut(usize, u32),
+    ) -> Result<Output> {
+        crate::generate_audio_with_progress(model, mimi, prompt, steps, samplers, on_step)
+    }
+}
+
+/// Deprecated: [`BasicGenerator`] now lives in [`generate::audio`].
+#[deprecated(
+    since = "0.1.0",
+    note = "use `kyutai::BasicGenerator` (`kyutai::generate::audio`)"
+)]
+pub mod generator {
+    /// Deprecated alias of [`BasicGenerator`](crate::BasicGenerator).
+    #[deprecated(since = "0.1.0", note = "use `kyutai::BasicGenerator`")]
+    pub type BasicGenerator = crate::BasicGenerator;
+}

@@ -335,7 +335,7 @@ fn asr_rejects_bad_codes_without_changing_state() {
 fn asr_rejects_bad_construction() {
     let model = random_model(&stt_like(), 7);
     assert!(matches!(
-        AsrState::new(model.clone(), AsrConfig::new(2), vec![]),
+        AsrState::new(model.clone(), AsrConfig::new(2), Vec::<BoxSampler>::new()),
         Err(Error::InvalidInput { .. })
     ));
     let mut config = AsrConfig::new(2);

@@ -7,8 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Tensor};
-use kyutai::gen::{generate_audio, GenOutput, GenPrompt};
-use kyutai::generator::BasicGenerator;
+use kyutai::generate::audio::{generate_audio, BasicGenerator, GenOutput, GenPrompt};
 use kyutai::lm_generate::{LmGenerate, LmGenerateConfig, Multistream, MultistreamConfig, Token};
 use kyutai::{greedy_sampler, Error, LmModel, Mimi, Samplers};
 use kyutai_sampling::{BoxSampler, Sampler, SamplingConfig, SamplingError};

@@ -4,8 +4,8 @@
 use candle_core::Tensor;
 use candle_nn::Module;
 
+use super::weights::{TensorKind, WeightSource};
 use crate::config::NormType;
-use crate::weights::{TensorKind, WeightSource};
 use crate::Result;
 
 const RMS_NORM_EPS: f32 = 1e-8;

@@ -4,8 +4,8 @@
 use candle_core::{IndexOp, Tensor};
 use candle_nn::{Linear, Module};
 
+use super::weights::{linear, WeightSource};
 use crate::config::TransformerConfig;
-use crate::weights::{linear, WeightSource};
 use crate::Result;
 
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 use candle_nn::{Linear, Module};
 
-use crate::weights::{linear, TensorKind, WeightSource};
+use super::weights::{linear, TensorKind, WeightSource};
 use crate::Result;
 
 #[derive(Debug, Clone)]

@@ -4,10 +4,10 @@
 use candle_core::{IndexOp, Tensor};
 use candle_nn::{Linear, Module};
 
+use super::kv_cache::KvCache;
+use super::rope::apply_rope;
+use super::weights::{linear, TensorKind, WeightSource};
 use crate::config::TransformerConfig;
-use crate::kv_cache::KvCache;
-use crate::rope::apply_rope;
-use crate::weights::{linear, TensorKind, WeightSource};
 use crate::Result;
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! Streaming speech-to-text: [`AsrState`] turns Mimi codes (or PCM, through [`Mimi`]) into
 //! words with timestamps, as moshi 0.6.4's `asr::State` does, with every text token chosen by an
-//! injected [`Sampler`](kyutai_sampling::Sampler).
+//! injected [`Sampler`](kyutai_sampling::Sampler): the text sampler of each batch item's
+//! [`Samplers`].
 //!
 //! # What a step does
 //!
@@ -13,8 +14,9 @@
 //! 2. When the model has extra heads (the voice-activity heads of Kyutai's STT models), an
 //!    [`AsrMessage::Step`] reports, for each head and item, the probability of the head's
 //!    first class.
-//! 3. Each item's sampler picks the item's next text token from its logits (greedy for
-//!    Kyutai's STT). Once an item has taken `asr_delay_in_tokens` steps, its text tokens are
+//! 3. Each item's text sampler picks the item's next text token from its row of the logits
+//!    (greedy for Kyutai's STT); the batch is sampled at once by
+//!    [`kyutai_sampling::Batch`], from one host copy of the logits. Once an item has taken `asr_delay_in_tokens` steps, its text tokens are
 //!    read as words: a token other than pad and end-of-padding extends the current word; pad or
 //!    end-of-padding closes it ([`AsrMessage::Word`], stamped with the time of the last
 //!    end-of-padding); end-of-padding also ends the closed word ([`AsrMessage::EndWord`]), at
@@ -22,7 +24,7 @@
 //!
 //! # Differences from moshi 0.6.4
 //!
-//! * Tokens come from one [`BoxSampler`] per batch item, where moshi takes the largest logit
+//! * Tokens come from one text sampler per batch item, where moshi takes the largest logit
 //!   (temperature 0) or draws with Gumbel-softmax. A greedy sampler reproduces moshi's
 //!   temperature-0 output.
 //! * The pad and end-of-padding tokens and the frame rate are configurable ([`AsrConfig`];
@@ -34,23 +36,18 @@
 //! * No stream mask (every item is active at every step) and no conditioning.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use kyutai_sampling::BoxSampler;
+use kyutai_sampling::{Batch, BoxSampler};
 
-use crate::lm::LmModel;
+use super::asr_words::Item;
+use super::samplers::Samplers;
+use crate::error::check_tokens;
 use crate::mimi::Mimi;
-use crate::samplers::greedy_sampler;
-use crate::sampling::sample_logits;
-use crate::{Error, Result};
+use crate::{Error, LmModel, Result};
 
 /// The frame rate of Mimi codes, in steps per second (moshi's ASR timestamps assume it).
 pub const MIMI_FRAME_RATE: f64 = 12.5;
 
-/// The text pad token of Kyutai's text vocabularies: "no new text at this step".
-pub const TEXT_PAD_TOKEN: u32 = 3;
-
-/// The text end-of-padding token of Kyutai's text vocabularies: "a word starts here", which
-/// for ASR also marks the end of the previous word.
-pub const TEXT_EOP_TOKEN: u32 = 0;
+pub use crate::config::{TEXT_EOP_TOKEN, TEXT_PAD_TOKEN};
 
 /// The settings of an [`AsrState`].
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -86,19 +83,8 @@ impl AsrConfig {
             ));
         }
         let vocab = model.text_out_vocab_size();
-        for (name, token) in [
-            ("config.text_pad_token", self.text_pad_token),
-            ("config.text_eop_token", self.text_eop_token),
-        ] {
-            if token as usize >= vocab {
-                return Err(Error::TokenOutOfRange {
-                    input: name.into(),
-                    token,
-                    vocab_size: vocab,
-                });
-            }
-        }
-        Ok(())
+        check_tokens(&[self.text_pad_token], "config.text_pad_token", vocab)?;
+        check_tokens(&[self.text_eop_token], "config.text_eop_token", vocab)
     }
 }
 
@@ -140,43 +126,12 @@ pub struct AsrInputs {
     pub audio: Vec<Vec<u32>>,
 }
 
-/// The streaming state of one batch item.
-#[derive(Debug, Clone)]
-struct Item {
-    /// Steps taken by this item since its last reset.
-    steps: usize,
-    /// The last sampled text token.
-    text_token: u32,
-    /// The tokens of the word being read.
-    word_tokens: Vec<u32>,
-    /// A word was closed and its end not yet reported.
-    unended_word: bool,
-    /// The time of the last end-of-padding, in seconds.
-    last_stop_time: f64,
-    /// The codes of the previous frame, read at the next step.
-    previous_codes: Vec<u32>,
-    /// The item's sampled text tokens since its last reset (the sampler's history).
-    history: Vec<u32>,
-}
-
-impl Item {
-    fn new(codebooks: usize, audio_pad_token: u32) -> Self {
-        Self {
-            steps: 0,
-            text_token: 0,
-            word_tokens: Vec::new(),
-            unended_word: false,
-            last_stop_time: 0.0,
-            previous_codes: vec![audio_pad_token; codebooks],
-            history: Vec::new(),
-        }
-    }
-}
-
 /// Streaming speech-to-text over a batch of independent audio streams (moshi's `asr::State`).
 ///
-/// The batch size is the number of samplers given at construction: item `i`'s text is chosen
-/// by sampler `i`, with the item's own history. Feed audio codes with
+/// The batch size is the number of [`Samplers`] given at construction (a batch of them, one per
+/// item; a [`BoxSampler`] converts into one): item `i`'s text is chosen by the text sampler of
+/// `samplers[i]`, with the item's own history (the audio samplers are not used: speech-to-text
+/// generates no audio). Feed audio codes with
 /// [`step_tokens`](Self::step_tokens), or PCM with [`step_pcm`](Self::step_pcm) once a
 /// [`Mimi`] is attached ([`with_mimi`](Self::with_mimi)).
 ///
@@ -209,7 +164,8 @@ pub struct AsrState {
     model: LmModel,
     mimi: Option<Mimi>,
     config: AsrConfig,
-    samplers: Vec<BoxSampler>,
+    samplers: Vec<Samplers>,
+    batch: Batch,
     items: Vec<Item>,
     model_step_idx: usize,
     last_inputs: Option<AsrInputs>,
@@ -227,15 +183,20 @@ impl std::fmt::Debug for AsrState {
 }
 
 impl AsrState {
-    /// A state over `model` with one text sampler per batch item (the batch size is
-    /// `samplers.len()`). The model's streaming state is reset.
+    /// A state over `model` with one [`Samplers`] per batch item (the batch size is
+    /// `samplers.len()`; `vec![sampler]` of [`BoxSampler`]s works too, each the text sampler of
+    /// one item). The model's streaming state is reset.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidInput`] when `samplers` is empty or the frame rate is not positive;
     /// [`Error::TokenOutOfRange`] when the pad or end-of-padding token is not a text output
     /// token of the model.
-    pub fn new(mut model: LmModel, config: AsrConfig, samplers: Vec<BoxSampler>) -> Result<Self> {
+    pub fn new<S: Into<Samplers>>(
+        mut model: LmModel,
+        config: AsrConfig,
+        samplers: Vec<S>,
+    ) -> Result<Self> {
         if samplers.is_empty() {
             return Err(Error::input(
                 "samplers",
@@ -250,7 +211,8 @@ impl AsrState {
             model,
             mimi: None,
             config,
-            samplers,
+            samplers: samplers.into_iter().map(Into::into).collect(),
+            batch: Batch::new(),
             model_step_idx: 0,
             last_inputs: None,
         })
@@ -266,7 +228,7 @@ impl AsrState {
         Self::new(
             model,
             config,
-            (0..batch_size).map(|_| greedy_sampler()).collect(),
+            (0..batch_size).map(|_| Samplers::greedy()).collect(),
         )
     }
 
@@ -345,7 +307,7 @@ impl AsrState {
             self.model.audio_pad_token(),
         );
         self.items.iter_mut().for_each(|item| *item = fresh.clone());
-        self.samplers.iter_mut().for_each(|s| s.reset());
+        self.samplers.iter_mut().for_each(Samplers::reset);
         self.model_step_idx = 0;
         self.last_inputs = None;
     }
@@ -478,13 +440,7 @@ impl AsrState {
         let vocab = self.model.audio_vocab_size();
         for (item, rows) in values.iter().enumerate() {
             for (codebook, row) in rows.iter().enumerate() {
-                if let Some(&token) = row.iter().find(|&&v| v as usize >= vocab) {
-                    return Err(Error::TokenOutOfRange {
-                        input: format!("codes[{item}][{codebook}]"),
-                        token,
-                        vocab_size: vocab,
-                    });
-                }
+                check_tokens(row, &format!("codes[{item}][{codebook}]"), vocab)?;
             }
         }
         Ok((0..t)
@@ -503,30 +459,15 @@ impl AsrState {
 
     /// One model step on one checked frame (`frame[item][codebook]`).
     fn step_frame(&mut self, frame: &[Vec<u32>], messages: &mut Vec<AsrMessage>) -> Result<()> {
-        let batch = self.items.len();
-        let codebooks = self.model.in_audio_codebooks();
-        let start = self.model.text_start_token();
-        let audio_pad = self.model.audio_pad_token();
-        let mut audio = vec![Vec::with_capacity(batch); codebooks];
-        let mut text = Vec::with_capacity(batch);
-        for (item, codes) in self.items.iter_mut().zip(frame) {
-            let first = item.steps == 0;
-            text.push(if first { start } else { item.text_token });
-            for (column, (previous, &code)) in audio
-                .iter_mut()
-                .zip(item.previous_codes.iter_mut().zip(codes))
-            {
-                let read = std::mem::replace(previous, code);
-                column.push(if first { audio_pad } else { read });
-            }
-        }
+        let inputs = self.inputs(frame);
         let device = self.model.device().clone();
-        let text_tensor = column_tensor(&text, &device)?;
-        let audio_tensors = audio
+        let text_tensor = column_tensor(&inputs.text, &device)?;
+        let audio_tensors = inputs
+            .audio
             .iter()
             .map(|column| Ok(Some(column_tensor(column, &device)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.last_inputs = Some(AsrInputs { text, audio });
+        self.last_inputs = Some(inputs);
 
         let output = self.model.forward_asr(Some(&text_tensor), &audio_tensors)?;
         self.model_step_idx += 1;
@@ -542,47 +483,58 @@ impl AsrState {
             });
         }
 
-        let config = self.config;
-        for (batch_idx, (item, sampler)) in self
-            .items
-            .iter_mut()
-            .zip(self.samplers.iter_mut())
-            .enumerate()
-        {
-            let logits = output.text_logits.i((batch_idx, 0))?;
-            let token = sample_logits(&logits, sampler.as_mut(), &item.history)?;
-            item.history.push(token);
-            item.text_token = token;
-            item.steps += 1;
-            if item.steps < config.asr_delay_in_tokens {
-                continue;
-            }
-            if token == config.text_pad_token || token == config.text_eop_token {
-                if !item.word_tokens.is_empty() {
-                    messages.push(AsrMessage::Word {
-                        tokens: std::mem::take(&mut item.word_tokens),
-                        start_time: item.last_stop_time,
-                        batch_idx,
-                    });
-                    item.unended_word = true;
-                }
-            } else {
-                item.word_tokens.push(token);
-            }
-            if token == config.text_eop_token {
-                let stop_time =
-                    (item.steps - config.asr_delay_in_tokens) as f64 / config.frame_rate;
-                if item.unended_word {
-                    item.unended_word = false;
-                    messages.push(AsrMessage::EndWord {
-                        stop_time,
-                        batch_idx,
-                    });
-                }
-                item.last_stop_time = stop_time;
-            }
+        let tokens = self.sample_text(&output.text_logits)?;
+        for (batch_idx, (item, token)) in self.items.iter_mut().zip(tokens).enumerate() {
+            item.read(token, batch_idx, &self.config, messages);
         }
         Ok(())
+    }
+
+    /// What the model reads at this step: per item, the previous text token and the codes of
+    /// the previous frame (the start and pad tokens at the item's first step); `frame`'s codes
+    /// are kept for the next step.
+    fn inputs(&mut self, frame: &[Vec<u32>]) -> AsrInputs {
+        let batch = self.items.len();
+        let start = self.model.text_start_token();
+        let audio_pad = self.model.audio_pad_token();
+        let mut audio = vec![Vec::with_capacity(batch); self.model.in_audio_codebooks()];
+        let mut text = Vec::with_capacity(batch);
+        for (item, codes) in self.items.iter_mut().zip(frame) {
+            let first = item.steps == 0;
+            text.push(if first { start } else { item.text_token });
+            for (column, (previous, &code)) in audio
+                .iter_mut()
+                .zip(item.previous_codes.iter_mut().zip(codes))
+            {
+                let read = std::mem::replace(previous, code);
+                column.push(if first { audio_pad } else { read });
+            }
+        }
+        AsrInputs { text, audio }
+    }
+
+    /// Each item's next text token, from its row of `logits` (`[batch, 1, vocab]`) and its
+    /// text sampler: the whole batch through [`Batch`], from one host copy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sampling`] with [`SamplingError::BatchRow`](kyutai_sampling::SamplingError::BatchRow) naming the lowest failing item
+    /// (every item's sampler has still run); [`Error::TokenOutOfRange`] naming the item whose
+    /// sampler returned a token outside the logits.
+    fn sample_text(&mut self, logits: &Tensor) -> Result<Vec<u32>> {
+        let vocab = logits.dim(candle_core::D::Minus1)?;
+        let histories: Vec<&[u32]> = self.items.iter().map(|i| i.history.as_slice()).collect();
+        let mut samplers: Vec<&mut BoxSampler> =
+            self.samplers.iter_mut().map(|s| &mut s.text).collect();
+        let tokens = self.batch.sample(logits, &mut samplers, &histories)?;
+        for (item, &token) in tokens.iter().enumerate() {
+            check_tokens(
+                &[token],
+                &format!("the text sampler's output for batch item {item}"),
+                vocab,
+            )?;
+        }
+        Ok(tokens.to_vec())
     }
 }
 

@@ -11,12 +11,13 @@
 use candle_core::{DType, IndexOp, Tensor};
 use candle_nn::{Linear, Module};
 
+use super::embeddings::TokenEmbedding;
+use super::guidance::guided_logits;
+use super::transformer::{StreamingState, TransformerWeights};
+use super::weights::{linear, WeightSource};
 use crate::config::LmConfig;
-use crate::embeddings::TokenEmbedding;
-use crate::sampling::guided_logits;
-use crate::transformer::{StreamingState, TransformerWeights};
-use crate::weights::{linear, WeightSource};
-use crate::{Error, Result};
+use crate::error::check_tokens;
+use crate::Result;
 
 #[derive(Debug)]
 struct Slice {
@@ -113,11 +114,9 @@ impl Depformer {
             };
             let token = pick(k, &logits)?;
             if token as usize >= self.out_vocab {
-                return Err(Error::TokenOutOfRange {
-                    input: format!("the token picked for audio codebook {k}"),
-                    token,
-                    vocab_size: self.out_vocab,
-                });
+                // Formatted only on failure: the check runs for every codebook of every step.
+                let input = format!("the token picked for audio codebook {k}");
+                check_tokens(&[token], &input, self.out_vocab)?;
             }
             tokens.push(token);
             previous = Some(forced.get(k).copied().flatten().unwrap_or(token));

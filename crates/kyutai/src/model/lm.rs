@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
-use kyutai_sampling::Sampler;
 
+use super::depformer::Depformer;
+use super::embeddings::TokenEmbedding;
+use super::norm::Norm;
+use super::transformer::{check_batch, check_hidden, StreamingState, TransformerWeights};
+use super::weights::{linear, WeightSource};
 use crate::config::LmConfig;
-use crate::depformer::Depformer;
-use crate::embeddings::TokenEmbedding;
-use crate::norm::Norm;
-use crate::sampling::sample_logits;
-use crate::transformer::{check_batch, check_hidden, StreamingState, TransformerWeights};
-use crate::weights::{linear, random_weights, WeightSource};
+use crate::error::check_tokens;
 use crate::{Error, Result};
 
 /// The weights of a model, shared by its clones.
@@ -107,13 +106,16 @@ impl AsrOutput {
 ///   clone continues independently of the original.
 /// * **Batches.** Inputs have shape `[batch, steps]`; rows are independent streams (classifier-
 ///   free guidance runs the conditioned and unconditioned streams as two rows).
-/// * **Tokens** are chosen only by [`Sampler`]s, through [`sample_from_logits`](Self::sample_from_logits)
-///   and [`depformer_sample`](Self::depformer_sample).
+/// * **Tokens** are never chosen here: the model computes logits and hidden states, and the
+///   depformer asks a token-picking callback for each codebook
+///   ([`depformer_step_with`](Self::depformer_step_with)). The generation layer
+///   (`kyutai::generate`) turns logits into tokens through injected samplers, with
+///   [`sample_from_logits`](Self::sample_from_logits) and
+///   [`depformer_sample`](Self::depformer_sample).
 ///
 /// ```
 /// use candle_core::{DType, Device};
 /// use kyutai::{LmConfig, LmModel};
-/// use kyutai_sampling::SamplingConfig;
 ///
 /// // A small model with the layout of Moshi (random weights: its output is noise).
 /// let mut config = LmConfig::moshi_7b_v0_1();
@@ -123,16 +125,16 @@ impl AsrOutput {
 /// (config.text_in_vocab_size, config.text_out_vocab_size, config.audio_vocab_size) = (101, 100, 33);
 /// let mut model = LmModel::random(&config, 42, DType::F32, &Device::Cpu)?;
 ///
-/// let mut text_sampler = SamplingConfig::greedy().build()?;
-/// let mut audio_sampler = SamplingConfig::greedy().build()?;
 /// let pads = [model.audio_pad_token()];
 /// let audio = vec![Some(&pads[..]); model.in_audio_codebooks()];
 /// let (logits, hidden) = model.forward_tokens(Some(&[model.text_start_token()]), &audio)?;
-/// let text = model.sample_from_logits(&logits, text_sampler.as_mut(), &[])?;
-/// let mut histories = vec![Vec::new(); model.generated_audio_codebooks()];
-/// let audio_tokens = model.depformer_sample(&hidden, Some(text), &[], audio_sampler.as_mut(), &mut histories)?;
-/// assert_eq!(audio_tokens.len(), 8);
-/// assert!(audio_tokens.iter().all(|&t| t < model.audio_pad_token()));
+/// assert_eq!(logits.dims(), &[1, 1, 100]);
+/// // The depformer asks the callback for each codebook's token (here: always token 5).
+/// let audio_tokens = model.depformer_step_with(&hidden, Some(7), &[], None, |_, logits| {
+///     assert_eq!(logits.dims(), &[32]);
+///     Ok(5)
+/// })?;
+/// assert_eq!(audio_tokens, vec![5; 8]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -184,18 +186,6 @@ impl LmModel {
             });
         }
         let tensors = candle_core::safetensors::load(path, device)?;
-        Self::new(config, VarBuilder::from_tensors(tensors, dtype, device))
-    }
-
-    /// A model of configuration `config` with seeded random weights (see
-    /// [`random_weights`](crate::random_weights)): for tests, demos and benchmarks. Its output
-    /// is noise.
-    ///
-    /// # Errors
-    ///
-    /// The configuration errors of [`LmConfig::validate`].
-    pub fn random(config: &LmConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
-        let tensors = random_weights(config, seed, dtype, device)?;
         Self::new(config, VarBuilder::from_tensors(tensors, dtype, device))
     }
 
@@ -445,121 +435,6 @@ impl LmModel {
             .collect()
     }
 
-    /// Turns one row of logits into a token through `sampler`, given the stream's `history`:
-    /// the one place where this model's text tokens are chosen (the depformer uses the same
-    /// path). See [`sample_logits`](crate::sample_logits) for the accepted shapes.
-    ///
-    /// # Errors
-    ///
-    /// As [`sample_logits`](crate::sample_logits).
-    pub fn sample_from_logits(
-        &self,
-        logits: &Tensor,
-        sampler: &mut dyn Sampler,
-        history: &[u32],
-    ) -> Result<u32> {
-        sample_logits(logits, sampler, history)
-    }
-
-    /// Runs the depformer on `hidden` (the `[1, 1, d_model]` output of [`forward`](Self::forward)
-    /// for one step) and samples one token per generated codebook, in order, through `sampler`.
-    ///
-    /// Slice 0 reads `text_token` (the step's text token; `None` adds no embedding); slice
-    /// `k > 0` reads the token of codebook `k - 1`, or `forced_audio_tokens[k - 1]` when that is
-    /// set (moshi forces pads before the acoustic delay). `forced_audio_tokens` may be shorter
-    /// than the number of codebooks. Codebook `k`'s logits reach the sampler as a 1-D f32
-    /// tensor of `audio_vocab_size - 1` entries with history `histories[k]`, to which the
-    /// sampled token is then appended. Returns the sampled tokens (not the forced ones).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoDepformer`]; [`Error::InvalidInput`] for a `hidden` that is not one row of
-    /// one step, `histories` of the wrong length or too many forced tokens;
-    /// [`Error::TokenOutOfRange`] for a text or forced token outside its embedding; the
-    /// sampler's errors.
-    pub fn depformer_sample(
-        &mut self,
-        hidden: &Tensor,
-        text_token: Option<u32>,
-        forced_audio_tokens: &[Option<u32>],
-        sampler: &mut dyn Sampler,
-        histories: &mut [Vec<u32>],
-    ) -> Result<Vec<u32>> {
-        self.depformer_sample_guided(
-            hidden,
-            None,
-            text_token,
-            forced_audio_tokens,
-            sampler,
-            histories,
-        )
-    }
-
-    /// [`depformer_sample`](Self::depformer_sample) with classifier-free guidance: `hidden` holds
-    /// two rows (`[2, 1, d_model]`, the conditioned stream first), both rows run through every
-    /// slice, and each codebook is sampled from `cfg_alpha * cond - (cfg_alpha - 1) * uncond`
-    /// (moshi's `depformer_sample_cfg`). Both rows read the same text and audio tokens.
-    ///
-    /// # Errors
-    ///
-    /// As `depformer_sample`, and [`Error::InvalidInput`] for a non-finite `cfg_alpha`.
-    pub fn depformer_sample_cfg(
-        &mut self,
-        hidden: &Tensor,
-        cfg_alpha: f64,
-        text_token: Option<u32>,
-        forced_audio_tokens: &[Option<u32>],
-        sampler: &mut dyn Sampler,
-        histories: &mut [Vec<u32>],
-    ) -> Result<Vec<u32>> {
-        self.depformer_sample_guided(
-            hidden,
-            Some(cfg_alpha),
-            text_token,
-            forced_audio_tokens,
-            sampler,
-            histories,
-        )
-    }
-
-    fn depformer_sample_guided(
-        &mut self,
-        hidden: &Tensor,
-        cfg_alpha: Option<f64>,
-        text_token: Option<u32>,
-        forced_audio_tokens: &[Option<u32>],
-        sampler: &mut dyn Sampler,
-        histories: &mut [Vec<u32>],
-    ) -> Result<Vec<u32>> {
-        let codebooks = self.generated_audio_codebooks();
-        if self.weights.depformer.is_none() {
-            return Err(Error::NoDepformer);
-        }
-        if histories.len() != codebooks {
-            return Err(Error::input(
-                "histories",
-                format!(
-                    "must hold one history per generated codebook ({codebooks}), got {}",
-                    histories.len()
-                ),
-            ));
-        }
-        self.depformer_step_with(
-            hidden,
-            text_token,
-            forced_audio_tokens,
-            cfg_alpha,
-            |k, logits| {
-                let history = histories.get_mut(k).ok_or_else(|| {
-                    Error::input("histories", format!("has no entry for codebook {k}"))
-                })?;
-                let token = sample_logits(logits, sampler, history)?;
-                history.push(token);
-                Ok(token)
-            },
-        )
-    }
-
     /// The depformer with any token picker: `pick(k, logits)` returns codebook `k`'s token from
     /// its 1-D f32 logits (`audio_vocab_size - 1` entries, guidance already applied when
     /// `cfg_alpha` is set). For per-codebook samplers, teacher forcing or reading the logits;
@@ -715,17 +590,5 @@ impl LmModel {
         let ys = weights.out_norm.forward(&ys)?;
         let logits = weights.text_linear.forward(&ys)?;
         Ok((logits, ys))
-    }
-}
-
-/// Checks that every token is `< vocab`.
-fn check_tokens(tokens: &[u32], input: &str, vocab: usize) -> Result<()> {
-    match tokens.iter().find(|&&t| t as usize >= vocab) {
-        Some(&token) => Err(Error::TokenOutOfRange {
-            input: input.to_string(),
-            token,
-            vocab_size: vocab,
-        }),
-        None => Ok(()),
     }
 }
