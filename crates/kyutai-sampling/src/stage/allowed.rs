@@ -54,18 +54,7 @@ pub(crate) fn start_masked(
     top_k: Option<(usize, bool)>,
     value: impl Fn(u32) -> f32,
 ) {
-    let (k, ties) = top_k.unwrap_or((0, false));
-    let mut gather = Gather {
-        items: cands.start(false),
-        floor: f32::NEG_INFINITY,
-        limit: if k > 0 {
-            k.saturating_mul(4).max(64)
-        } else {
-            usize::MAX
-        },
-        k,
-        ties,
-    };
+    let mut gather = Gather::new(cands.start(false), top_k);
     match allowed {
         Some(ids) => {
             for &t in ids {
@@ -115,18 +104,7 @@ pub(crate) fn start_masked_fused(
     logits: &[f32],
     top_k: Option<(usize, bool)>,
 ) -> Result<(), SamplingError> {
-    let (k, ties) = top_k.unwrap_or((0, false));
-    let mut gather = Gather {
-        items: cands.start(false),
-        floor: f32::NEG_INFINITY,
-        limit: if k > 0 {
-            k.saturating_mul(4).max(64)
-        } else {
-            usize::MAX
-        },
-        k,
-        ties,
-    };
+    let mut gather = Gather::new(cands.start(false), top_k);
     let mut scan = Scan32::new();
     let mut words = mask.iter();
     let mut chunks = logits.chunks_exact(32);
@@ -269,7 +247,23 @@ struct Gather<'a> {
     ties: bool,
 }
 
-impl Gather<'_> {
+impl<'a> Gather<'a> {
+    /// Gathering into `items` (emptied), cut to the top `k` when `top_k` is `Some((k, ties))`.
+    fn new(items: &'a mut Vec<(f32, u32)>, top_k: Option<(usize, bool)>) -> Self {
+        let (k, ties) = top_k.unwrap_or((0, false));
+        Self {
+            items,
+            floor: f32::NEG_INFINITY,
+            limit: if k > 0 {
+                k.saturating_mul(4).max(64)
+            } else {
+                usize::MAX
+            },
+            k,
+            ties,
+        }
+    }
+
     /// Whether a logit of `x` could still be among the survivors.
     #[inline]
     fn passes(&self, x: f32) -> bool {
