@@ -505,9 +505,14 @@ pub fn describe_chain(config: &ChainConfig) -> String {
     ) else {
         return format!("{config:?}");
     };
-    let parts: Vec<String> = this
+    // Fields in alphabetical order, whatever order the JSON map keeps.
+    let mut fields: Vec<(&String, &serde_json::Value)> = this
         .iter()
         .filter(|(name, value)| neutral.get(name.as_str()) != Some(value))
+        .collect();
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    let parts: Vec<String> = fields
+        .into_iter()
         .map(|(name, value)| format!("{name} {}", compact(value)))
         .collect();
     if parts.is_empty() {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod scripted;
 
 use candle_core::{DType, Device, Tensor};
 use kyutai::{LmConfig, LmModel};
