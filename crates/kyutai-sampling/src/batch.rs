@@ -38,10 +38,11 @@ const PARALLEL_MIN_LOGITS: usize = 1 << 15;
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use kyutai_sampling::{sample_batch, ChainConfig, Sampler};
+/// use kyutai_sampling::{sample_batch, ChainConfig};
 ///
 /// let logits = Tensor::new(&[[0.0f32, 5.0, 1.0], [3.0, 0.0, f32::NEG_INFINITY]], &Device::Cpu)?;
-/// let mut samplers = vec![ChainConfig { do_sample: false, ..ChainConfig::default() }.build()?, ChainConfig::greedy().build()?];
+/// let greedy = ChainConfig { do_sample: false, ..ChainConfig::default() }.build()?;
+/// let mut samplers = vec![greedy.clone(), greedy];
 /// let tokens = sample_batch(&logits, &mut samplers, &[&[], &[]])?;
 /// assert_eq!(tokens, [1, 0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
