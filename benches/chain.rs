@@ -24,9 +24,12 @@
 //! Run with `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456` for stable
 //! timings of the contenders that allocate vocabulary-sized buffers on every call.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;
+use support::zipf_logits;
 
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
@@ -36,7 +39,6 @@ use llm_samplers::prelude::{
     Logits, SampleMinP, SampleRandDistrib, SampleTemperature, SampleTopK, SampleTopP, Sampler as _,
     SamplerChain, SimpleSamplerResources,
 };
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 /// Vocabulary sizes: Llama 2 / Mistral, and Llama 3.
@@ -45,17 +47,6 @@ const VOCABS: [usize; 2] = [32000, 128256];
 const HISTORY: usize = 256;
 /// Logit-bias entries of the five-edits chain.
 const BIASES: usize = 100;
-
-/// Logits whose softmax is a Zipf law with exponent 1.1, in a seeded random order (the same
-/// generator as `benches/sampling.rs`).
-fn zipf_logits(vocab: usize, seed: u64) -> Vec<f32> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut logits: Vec<f32> = (1..=vocab)
-        .map(|rank| -1.1 * (rank as f32).ln() + 0.01 * rng.random::<f32>())
-        .collect();
-    logits.shuffle(&mut rng);
-    logits
-}
 
 /// The reference: one read pass over the logits, their maximum.
 fn read_pass(logits: &[f32]) -> f32 {

@@ -15,14 +15,16 @@
 //! `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456` for stable candle timings
 //! (it allocates vocabulary-sized buffers on every call).
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Duration;
+use support::zipf_logits;
 
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kyutai_sampling::{BoxSampler, LogitsProcessorSampler, NativeSampler, SamplerExt, Sampling};
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 /// Vocabulary sizes: Mimi codebooks, Moshi text, and three modern LLM vocabularies.
@@ -59,16 +61,6 @@ fn variants() -> Vec<(&'static str, Sampling)> {
         ),
         ("gumbel", Sampling::GumbelSoftmax { temperature: 1.0 }),
     ]
-}
-
-/// Logits whose softmax is a Zipf law with exponent 1.1, in a seeded random order.
-fn zipf_logits(vocab: usize, seed: u64) -> Vec<f32> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut logits: Vec<f32> = (1..=vocab)
-        .map(|rank| -1.1 * (rank as f32).ln() + 0.01 * rng.random::<f32>())
-        .collect();
-    logits.shuffle(&mut rng);
-    logits
 }
 
 /// Nearly flat logits, uniform in [0, 0.01), from a seeded generator.

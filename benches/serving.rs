@@ -16,8 +16,11 @@
 //! Run with `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456` for stable
 //! timings of the contenders that allocate vocabulary-sized buffers on every call.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Duration;
+use support::zipf_logits;
 
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
@@ -25,22 +28,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kyutai_sampling::{
     sample_batch, verify_draft, Batch, Chain, ChainConfig, Sampler, Sampling, TokenSet,
 };
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 const ROWS: usize = 64;
 const DRAFT: usize = 4;
-
-/// Logits whose softmax is a Zipf law with exponent 1.1, in a seeded random order (the same
-/// generator as `benches/chain.rs`).
-fn zipf_logits(vocab: usize, seed: u64) -> Vec<f32> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut logits: Vec<f32> = (1..=vocab)
-        .map(|rank| -1.1 * (rank as f32).ln() + 0.01 * rng.random::<f32>())
-        .collect();
-    logits.shuffle(&mut rng);
-    logits
-}
 
 fn llama(seed: u64) -> Chain {
     ChainConfig {
