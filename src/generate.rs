@@ -223,6 +223,10 @@ pub enum CliError {
     /// Writing to the terminal failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The arguments do not parse ([`plan_argv`] only; [`main_with`] prints clap's message and
+    /// exits with 2 instead).
+    #[error("{0}")]
+    Usage(Box<clap::Error>),
 }
 
 fn model_error(context: impl Into<String>) -> impl FnOnce(kyutai::Error) -> CliError {
@@ -559,7 +563,7 @@ pub fn read_chain_config(
     path: &Path,
     seed: u64,
 ) -> Result<ChainConfig, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CliError::ConfigRead {
+    let text = read_bounded(path).map_err(|source| CliError::ConfigRead {
         stream,
         path: path.to_path_buf(),
         source,
@@ -671,13 +675,40 @@ where
     }
 }
 
-/// One run: builds the samplers (first, so that bad settings fail fast), the model and Mimi,
-/// generates `args.steps` steps and writes the WAV.
+/// Everything a run needs that can be checked without building or loading a model: the
+/// settings of both streams, their samplers (built), the step count and the model's
+/// configuration. [`plan`] makes it; [`run`] makes one first, so that every bad argument fails
+/// before any model is built.
+#[derive(Debug)]
+pub struct Plan {
+    /// The text stream's flag settings.
+    pub text: StreamSettings,
+    /// The audio stream's flag settings.
+    pub audio: StreamSettings,
+    /// How the text sampler was made.
+    pub text_sampler: StreamSampler,
+    /// How the audio sampler was made.
+    pub audio_sampler: StreamSampler,
+    /// The samplers, built.
+    pub samplers: Samplers,
+    /// Steps to generate, in `1..=`[`kyutai::MAX_GENERATE_STEPS`].
+    pub steps: usize,
+    /// The model's configuration (validated: [`LmConfig::validate`]) and where it comes from:
+    /// `DIR/config.json`, the Moshi 7B preset for a directory without one, or the demo's.
+    pub model_config: (LmConfig, String),
+}
+
+/// Validates `args` without building or loading any model: the sampling flags and config
+/// files (each stream's sampler is built), `--steps`, and the model's configuration
+/// (`DIR/config.json` is read and validated when `--model-dir` has one). Reads only the files
+/// the arguments name (at most [`MAX_CONFIG_FILE_BYTES`] each); writes nothing. Never panics.
 ///
 /// # Errors
 ///
-/// See [`CliError`].
-pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summary, CliError> {
+/// [`CliError::Settings`], [`CliError::Sampling`], [`CliError::ConfigRead`] and
+/// [`CliError::ConfigFile`] for the samplers and `--steps`; [`CliError::Model`] for a
+/// `config.json` that does not parse or describes a model out of the crate's bounds.
+pub fn plan(args: &Args) -> Result<Plan, CliError> {
     let text = StreamSettings::text(args);
     let audio = StreamSettings::audio(args);
     if args.min_p.is_some() && args.text_config.is_some() && args.audio_config.is_some() {
@@ -690,16 +721,79 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summ
     }
     let text_sampler = StreamSampler::new(&text, args.text_config.as_deref())?;
     let audio_sampler = StreamSampler::new(&audio, args.audio_config.as_deref())?;
+    let samplers = Samplers::new(
+        text_sampler.build("text", args.engine)?,
+        audio_sampler.build("audio", args.engine)?,
+    );
     if args.steps == 0 {
         return Err(CliError::Settings {
             stream: "run",
             reason: "--steps must be at least 1".into(),
         });
     }
-    let samplers = Samplers::new(
-        text_sampler.build("text", args.engine)?,
-        audio_sampler.build("audio", args.engine)?,
-    );
+    if args.steps > kyutai::MAX_GENERATE_STEPS {
+        return Err(CliError::Settings {
+            stream: "run",
+            reason: format!(
+                "--steps must be at most {} (about 21 minutes of audio), got {}",
+                kyutai::MAX_GENERATE_STEPS,
+                args.steps
+            ),
+        });
+    }
+    let model_config = match &args.model_dir {
+        None => {
+            let config = demo_lm_config();
+            config
+                .validate()
+                .map_err(model_error("the built-in demo configuration"))?;
+            (config, "built-in demo".to_string())
+        }
+        Some(dir) => checkpoint_config(dir)?,
+    };
+    Ok(Plan {
+        text,
+        audio,
+        text_sampler,
+        audio_sampler,
+        samplers,
+        steps: args.steps,
+        model_config,
+    })
+}
+
+/// Parses `argv` (program name first) and [`plan`]s the run, without building or running any
+/// model: the pure entry point for checking a command line (and for fuzzing it). Never panics.
+///
+/// # Errors
+///
+/// [`CliError::Usage`] for arguments that do not parse (and for `--help` and `--version`,
+/// whose text is clap's message), then those of [`plan`].
+pub fn plan_argv<I, T>(argv: I) -> Result<Plan, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = Args::try_parse_from(argv).map_err(|e| CliError::Usage(Box::new(e)))?;
+    plan(&args)
+}
+
+/// One run: [`plan`]s it (so that every bad argument fails before a model is built), builds or
+/// loads the model and Mimi, generates `args.steps` steps and writes the WAV.
+///
+/// # Errors
+///
+/// See [`CliError`].
+pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summary, CliError> {
+    let Plan {
+        text,
+        audio,
+        text_sampler,
+        audio_sampler,
+        samplers,
+        steps,
+        model_config: (config, config_source),
+    } = plan(args)?;
 
     let device = Device::Cpu;
     writeln!(
@@ -708,8 +802,15 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summ
          from an injected sampler"
     )?;
     let (model, mimi) = match &args.model_dir {
-        None => demo_models(&device, out)?,
-        Some(dir) => checkpoint_models(dir, args.mimi.as_deref(), args.dtype, &device, out)?,
+        None => demo_models(&config, &device, out)?,
+        Some(dir) => checkpoint_models(
+            dir,
+            (&config, &config_source),
+            args.mimi.as_deref(),
+            args.dtype,
+            &device,
+            out,
+        )?,
     };
     let generated = model.generated_audio_codebooks();
     writeln!(out, "text sampler:  {}", text_sampler.describe(&text))?;
@@ -734,7 +835,6 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summ
 
     let mut generator = BasicGenerator::new(model, mimi, &device, samplers)
         .map_err(model_error("the model and Mimi do not fit"))?;
-    let steps = args.steps;
     let mut progress = Progress::new(steps, err);
     let start = Instant::now();
     let output = generator
@@ -776,9 +876,12 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Summ
     })
 }
 
-fn demo_models(device: &Device, out: &mut dyn Write) -> Result<(LmModel, Mimi), CliError> {
-    let config = demo_lm_config();
-    let model = LmModel::random(&config, DEMO_WEIGHTS_SEED, DType::F32, device)
+fn demo_models(
+    config: &LmConfig,
+    device: &Device,
+    out: &mut dyn Write,
+) -> Result<(LmModel, Mimi), CliError> {
+    let model = LmModel::random(config, DEMO_WEIGHTS_SEED, DType::F32, device)
         .map_err(model_error("building the demo model"))?;
     let mimi = Mimi::random(demo_mimi_config(), DEMO_WEIGHTS_SEED, device)
         .map_err(model_error("building the demo Mimi"))?;
@@ -811,33 +914,66 @@ fn demo_models(device: &Device, out: &mut dyn Write) -> Result<(LmModel, Mimi), 
     Ok((model, mimi))
 }
 
+/// The configuration of the checkpoint in `dir`: `DIR/config.json`, validated, or the Moshi
+/// 7B preset when there is none.
+fn checkpoint_config(dir: &Path) -> Result<(LmConfig, String), CliError> {
+    let config_file = dir.join("config.json");
+    if !config_file.exists() {
+        return Ok((
+            LmConfig::moshi_7b_v0_1(),
+            "preset Moshi 7B v0.1 (no config.json)".to_string(),
+        ));
+    }
+    let context = format!(
+        "reading `{}` (moshi's lm::Config JSON)",
+        config_file.display()
+    );
+    let json = read_bounded(&config_file).map_err(|source| CliError::Model {
+        context: context.clone(),
+        source: kyutai::Error::Io {
+            path: config_file.clone(),
+            source,
+        },
+    })?;
+    let config = LmConfig::from_json_str(&json).map_err(model_error(context))?;
+    Ok((config, config_file.display().to_string()))
+}
+
+/// The largest configuration file (`config.json`, a sampler's `ChainConfig`) the command
+/// reads: 1 MiB. Larger files (or endless ones, such as `/dev/zero`) are an error.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a UTF-8 text file of at most [`MAX_CONFIG_FILE_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the file is larger than {MAX_CONFIG_FILE_BYTES} bytes"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 fn checkpoint_models(
     dir: &Path,
+    (config, config_source): (&LmConfig, &str),
     mimi_file: Option<&Path>,
     dtype: DType,
     device: &Device,
     out: &mut dyn Write,
 ) -> Result<(LmModel, Mimi), CliError> {
-    let config_file = dir.join("config.json");
-    let (config, config_source) = if config_file.exists() {
-        let config = LmConfig::from_json_file(&config_file).map_err(model_error(format!(
-            "reading `{}` (moshi's lm::Config JSON)",
-            config_file.display()
-        )))?;
-        (config, config_file.display().to_string())
-    } else {
-        (
-            LmConfig::moshi_7b_v0_1(),
-            "preset Moshi 7B v0.1 (no config.json)".to_string(),
-        )
-    };
     let weights = dir.join("model.safetensors");
     writeln!(
         out,
         "model: {} ({config_source}, {dtype:?})",
         weights.display()
     )?;
-    let model = LmModel::load(&config, &weights, dtype, device)
+    let model = LmModel::load(config, &weights, dtype, device)
         .map_err(model_error(format!("loading `{}`", weights.display())))?;
     let mimi_path = mimi_file.map_or_else(|| dir.join("mimi.safetensors"), Path::to_path_buf);
     writeln!(out, "mimi:  {}", mimi_path.display())?;

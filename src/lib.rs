@@ -2,6 +2,7 @@
 //! the crates live under `crates/`.
 
 pub mod candle_llm;
+pub mod fuzzing;
 pub mod generate;
 
 /// Parses `argv` into `A`; on failure writes clap's message (to `err` for errors, to `out` for

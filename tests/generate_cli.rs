@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use kyutai_examples::generate::{main_with, Args, StreamSettings};
+use kyutai_examples::generate::{main_with, plan_argv, Args, CliError, StreamSettings};
 use kyutai_sampling::Sampling;
 
 /// A fresh path in the temporary directory.
@@ -512,4 +512,86 @@ fn min_p_builds_chains_from_the_flags_and_is_range_checked() {
     );
     assert!(chain.do_sample);
     assert_eq!(chain.seed, 3);
+}
+
+#[test]
+fn hostile_arguments_fail_before_any_model_is_built() {
+    let too_many = (kyutai::MAX_GENERATE_STEPS + 1).to_string();
+    for (flags, message) in [
+        (vec!["--temperature", "1e-300"], "audio sampling settings"),
+        (
+            vec!["--text-temperature", "1e-300"],
+            "text sampling settings",
+        ),
+        (vec!["--steps", "10000000000"], "--steps must be at most"),
+        (
+            vec!["--steps", too_many.as_str()],
+            "--steps must be at most",
+        ),
+    ] {
+        let result = run(&flags);
+        assert_eq!(result.code, 1, "{flags:?}: {}", result.err);
+        assert!(result.err.contains(message), "{flags:?}: {}", result.err);
+        // The header comes after the plan: no model was built or loaded.
+        assert!(!result.out.contains("model:"), "{flags:?}: {}", result.out);
+        let argv = std::iter::once("generate").chain(flags.iter().copied());
+        assert!(plan_argv(argv).is_err(), "{flags:?}");
+    }
+    let max = kyutai::MAX_GENERATE_STEPS.to_string();
+    let plan = plan_argv(["generate", "--steps", max.as_str()]).unwrap();
+    assert_eq!(plan.steps, kyutai::MAX_GENERATE_STEPS);
+}
+
+#[test]
+fn an_overflowing_config_json_is_a_clean_error() {
+    let dir = temp_path("overflowing-checkpoint");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = kyutai_examples::generate::demo_lm_config();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&config.to_json_string().unwrap()).unwrap();
+    for (field, value) in [("d_model", 1u64 << 62), ("dim_feedforward", (1 << 63) + 3)] {
+        let mut edited = json.clone();
+        edited["transformer"][field] = value.into();
+        std::fs::write(dir.join("config.json"), edited.to_string()).unwrap();
+        let result = run(&["--model-dir", dir.to_str().unwrap()]);
+        assert_eq!(result.code, 1, "{field}: {}", result.err);
+        assert!(
+            result.err.contains("invalid model config"),
+            "{}",
+            result.err
+        );
+        assert!(result.err.contains(field), "{}", result.err);
+        assert!(!result.out.contains("model:"), "{}", result.out);
+    }
+    json["transformer"]["context"] = 1_000_000_000_000u64.into();
+    std::fs::write(dir.join("config.json"), json.to_string()).unwrap();
+    let result = plan_argv(["generate", "--model-dir", dir.to_str().unwrap()]);
+    assert!(matches!(result, Err(CliError::Model { .. })), "{result:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plan_argv_checks_a_command_line_without_running_it() {
+    let plan = plan_argv(["generate", "--seed", "3"]).unwrap();
+    assert_eq!(plan.steps, 125);
+    assert_eq!(plan.model_config.1, "built-in demo");
+    assert!(matches!(
+        plan_argv(["generate", "--help"]),
+        Err(CliError::Usage(_))
+    ));
+    // Odd command lines are errors or plans, never panics.
+    let odd: [&[&str]; 8] = [
+        &["--steps", "-1"],
+        &["--top-p", "NaN"],
+        &["--min-p", "inf", "--top-k", "18446744073709551615"],
+        &["--repetition-penalty", "1e-45"],
+        &["--text-config", "/dev/null"],
+        &["--audio-config", "/"],
+        &["--seed", "18446744073709551615", "--steps", "1"],
+        &["--dtype", "", "--engine", "native"],
+    ];
+    for flags in odd {
+        let argv = std::iter::once("generate").chain(flags.iter().copied());
+        let _ = plan_argv(argv);
+    }
 }

@@ -136,6 +136,18 @@ impl SamplingConfig {
             None => base.boxed(),
         })
     }
+
+    /// Validates, then builds the candle-convention [`Chain`](crate::Chain) that draws the same
+    /// distributions ([`ChainConfig::from`](crate::ChainConfig) without the validation: there
+    /// a `k` of 0, an error here, would become a chain's `top_k: 0`, which means "off").
+    ///
+    /// # Errors
+    ///
+    /// As [`validate`](Self::validate).
+    pub fn build_chain(&self) -> Result<crate::Chain, SamplingError> {
+        self.validate()?;
+        crate::ChainConfig::from(self).build()
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ mod chain;
 mod config;
 mod constraint;
 mod error;
+pub mod limits;
 mod logits;
 mod logits_processor;
 mod native;

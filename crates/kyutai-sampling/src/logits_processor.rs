@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
-use crate::logits::{argmax, to_f32_vector, validate_logits, with_f32_slice};
+use crate::logits::{argmax, max_logit, to_f32_vector, with_f32_slice};
 use crate::params::{check_sampling, sampling_from_options};
 use crate::sampler::apply_edits;
 use crate::{Sampler, SamplingError};
@@ -16,6 +16,16 @@ use crate::{Sampler, SamplingError};
 /// which candle panics (empty or rank-0 logits) or returns a wrong token silently (NaN, `+inf`,
 /// everything masked, integer dtypes) give a [`SamplingError`] instead. `[1, vocab]` logits are
 /// accepted and squeezed.
+///
+/// Where candle's own arithmetic would overflow (`logits / temperature` past `f32::MAX` for a
+/// logit near `±3e38`, or a tiny temperature), candle would fail with NaN probabilities; the
+/// adapter then hands it the logits shifted by their maximum, which leaves the distribution
+/// unchanged and keeps candle's arithmetic finite. For `GumbelSoftmax` it always does: candle
+/// adds its noise, scaled by the temperature, to the unscaled logits, where it vanishes below
+/// the rounding step of large logits (or of any logit at a tiny temperature), so that tied
+/// maxima would always give the lowest index. Temperatures are bounded
+/// ([`limits`](crate::limits)), which also keeps that noise finite, so a `-inf` logit is never
+/// drawn.
 ///
 /// # Reproducibility
 ///
@@ -51,9 +61,10 @@ impl LogitsProcessorSampler {
     ///
     /// # Errors
     ///
-    /// [`SamplingError::InvalidParameter`] when a temperature is not finite and > 0, `k` is 0, or
-    /// `p` is outside `(0, 1]`. (candle accepts all of these and then fails at sampling time or
-    /// samples from a different distribution than asked.)
+    /// [`SamplingError::InvalidParameter`] when a temperature is outside `[1e-7, 1e6]`, `k` is 0,
+    /// or `p` is outside `[1.1754944e-38, 1]` (see [`limits`](crate::limits)). (candle accepts all
+    /// of these and then fails at sampling time or samples from a different distribution than
+    /// asked.)
     pub fn from_sampling(seed: u64, sampling: Sampling) -> Result<Self, SamplingError> {
         check_sampling(&sampling)?;
         Ok(Self {
@@ -70,8 +81,8 @@ impl LogitsProcessorSampler {
     ///
     /// # Errors
     ///
-    /// A NaN or `+inf` temperature, or a `top_p` outside `(0, 1]` (checked even when the
-    /// temperature makes the sampler greedy).
+    /// A NaN temperature or one above `1e6`, or a `top_p` outside `[1.1754944e-38, 1]` (checked
+    /// even when the temperature makes the sampler greedy).
     pub fn new(
         seed: u64,
         temperature: Option<f64>,
@@ -104,32 +115,61 @@ impl LogitsProcessorSampler {
     fn draw(&mut self, logits: &Tensor) -> Result<u32, SamplingError> {
         Ok(self.processor.sample(logits)?)
     }
+
+    /// Whether candle needs the logits shifted by their maximum `max` to compute what it means
+    /// to: when its `logits / temperature` (computed in `f32` as `x * (1 / T)`) takes `max` out
+    /// of `f32`'s range, which makes its softmax NaN, and always for Gumbel-max, which adds
+    /// noise of size `T` to the *unscaled* logits in `f32`: next to a logit of `1e10` (or of 10
+    /// at `T = 1e-7`) the noise is below the logit's rounding step, so ties and near-ties
+    /// would go to the lowest index instead of being drawn.
+    fn needs_shift(&self, max: f32) -> bool {
+        let temperature = match self.sampling {
+            Sampling::All { temperature }
+            | Sampling::TopK { temperature, .. }
+            | Sampling::TopP { temperature, .. }
+            | Sampling::TopKThenTopP { temperature, .. } => temperature,
+            Sampling::GumbelSoftmax { .. } => return true,
+            Sampling::ArgMax => return false,
+        };
+        !(max * (1.0 / temperature) as f32).is_finite()
+    }
+
+    /// Draws from validated logits whose largest value is `max`. Where
+    /// [`needs_shift`](Self::needs_shift), candle gets the logits shifted by `-max`: the
+    /// distribution does not change under a shift, the shifted maximum is 0, and the logits
+    /// near it are exact (`x - max` is exact for `x` within a factor of 2 of `max`). Every other
+    /// input reaches candle unchanged.
+    fn draw_checked(&mut self, logits: &[f32], max: f32) -> Result<u32, SamplingError> {
+        let tensor = if self.needs_shift(max) {
+            let shifted: Vec<f32> = logits.iter().map(|&x| x - max).collect();
+            Tensor::from_vec(shifted, logits.len(), &Device::Cpu)?
+        } else {
+            Tensor::from_slice(logits, logits.len(), &Device::Cpu)?
+        };
+        self.draw(&tensor)
+    }
 }
 
 impl Sampler for LogitsProcessorSampler {
     fn sample(&mut self, logits: &Tensor, _history: &[u32]) -> Result<u32, SamplingError> {
         let logits = to_f32_vector(logits)?;
-        let greedy = matches!(self.sampling, Sampling::ArgMax);
-        let token = with_f32_slice(&logits, &mut self.scratch, |values| {
-            if greedy {
-                argmax(values).map(Some)
-            } else {
-                validate_logits(values).map(|()| None)
-            }
-        })?;
-        match token {
-            Some(token) => Ok(token),
-            None => self.draw(&logits),
+        if matches!(self.sampling, Sampling::ArgMax) {
+            return with_f32_slice(&logits, &mut self.scratch, argmax);
         }
+        let max = with_f32_slice(&logits, &mut self.scratch, max_logit)?;
+        if self.needs_shift(max) {
+            let values = logits.flatten_all()?.to_vec1::<f32>()?;
+            return self.draw_checked(&values, max);
+        }
+        self.draw(&logits)
     }
 
     fn sample_slice(&mut self, logits: &[f32], _history: &[u32]) -> Result<u32, SamplingError> {
         if matches!(self.sampling, Sampling::ArgMax) {
             return argmax(logits);
         }
-        validate_logits(logits)?;
-        let tensor = Tensor::from_slice(logits, logits.len(), &Device::Cpu)?;
-        self.draw(&tensor)
+        let max = max_logit(logits)?;
+        self.draw_checked(logits, max)
     }
 
     fn sample_edited(

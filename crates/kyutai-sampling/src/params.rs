@@ -2,16 +2,17 @@
 
 use candle_transformers::generation::Sampling;
 
+use crate::limits::{MAX_PENALTY, MAX_TEMPERATURE, MIN_PENALTY, MIN_TEMPERATURE, MIN_TOP_P};
 use crate::SamplingError;
 
 pub(crate) fn check_temperature(temperature: f64) -> Result<(), SamplingError> {
-    if temperature.is_finite() && temperature > 0.0 {
+    if (MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&temperature) {
         Ok(())
     } else {
         Err(SamplingError::invalid(
             "temperature",
             temperature,
-            "a finite number > 0 (use Sampling::ArgMax for greedy decoding)",
+            "a number in [1e-7, 1e6] (use Sampling::ArgMax for greedy decoding)",
         ))
     }
 }
@@ -29,21 +30,25 @@ pub(crate) fn check_top_k(k: usize) -> Result<(), SamplingError> {
 }
 
 pub(crate) fn check_top_p(p: f64) -> Result<(), SamplingError> {
-    if p > 0.0 && p <= 1.0 {
+    if (MIN_TOP_P..=1.0).contains(&p) {
         Ok(())
     } else {
-        Err(SamplingError::invalid("top_p", p, "p in (0, 1]"))
+        Err(SamplingError::invalid(
+            "top_p",
+            p,
+            "p in [1.1754944e-38, 1] (f32's smallest normal number: a smaller p rounds to 0 in f32)",
+        ))
     }
 }
 
 pub(crate) fn check_penalty(penalty: f32) -> Result<(), SamplingError> {
-    if penalty.is_finite() && penalty > 0.0 {
+    if (MIN_PENALTY..=MAX_PENALTY).contains(&penalty) {
         Ok(())
     } else {
         Err(SamplingError::invalid(
             "repetition_penalty",
             f64::from(penalty),
-            "a finite number > 0 (1.0 disables the penalty)",
+            "a number in [1e-6, 1e6] (1.0 disables the penalty)",
         ))
     }
 }
@@ -91,7 +96,7 @@ pub(crate) fn sampling_from_options(
         check_top_p(p)?;
     }
     let sampling = match temperature {
-        Some(temperature) if temperature >= 1e-7 => match top_p {
+        Some(temperature) if temperature >= MIN_TEMPERATURE => match top_p {
             None => Sampling::All { temperature },
             Some(p) => Sampling::TopP { p, temperature },
         },

@@ -48,7 +48,8 @@ impl<S: Sampler> RepetitionPenalty<S> {
     ///
     /// # Errors
     ///
-    /// [`SamplingError::InvalidParameter`] unless `penalty` is finite and > 0.
+    /// [`SamplingError::InvalidParameter`] unless `penalty` is in `[1e-6, 1e6]`
+    /// ([`limits`](crate::limits)).
     pub fn new(inner: S, penalty: f32, context_size: usize) -> Result<Self, SamplingError> {
         check_penalty(penalty)?;
         Ok(Self {
@@ -206,11 +207,13 @@ fn merge_penalised(
     out.sort_unstable_by_key(|&(id, _)| id);
 }
 
-/// candle's rule for one logit.
+/// candle's rule for one logit, kept inside `f32`'s finite range (candle's own would overflow to
+/// `±inf` for a logit beyond `penalty * f32::MAX` or `f32::MAX / penalty`).
 fn penalised(logit: f32, penalty: f32) -> f32 {
-    if logit >= 0.0 {
+    let value = if logit >= 0.0 {
         logit / penalty
     } else {
         logit * penalty
-    }
+    };
+    crate::limits::saturate(value, logit)
 }

@@ -34,6 +34,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{self, check_max, ModelSizes};
+use crate::limits::{MAX_AUDIO_CODEBOOKS, MAX_DELAY, MAX_D_MODEL, MAX_EXTRA_HEADS, MAX_VOCAB_SIZE};
 use crate::{Error, Result};
 
 /// Which normalisation the transformer layers (and the LM's `out_norm`) use.
@@ -209,7 +211,7 @@ pub struct LmConfig {
 }
 
 impl TransformerConfig {
-    /// Width of one attention head.
+    /// Width of one attention head (0 when `num_heads` is 0).
     pub fn head_dim(&self) -> usize {
         self.d_model.checked_div(self.num_heads).unwrap_or(0)
     }
@@ -217,17 +219,22 @@ impl TransformerConfig {
     /// Hidden width of the gated feed-forward block, by moshi's rule: `11 * d_model / 4` when
     /// `dim_feedforward == 4 * d_model`, `2 * dim_feedforward / 3` otherwise. (Both equal
     /// Kyutai's Python `hidden_scale = 4.125` for the published models.)
+    ///
+    /// Total and exact for every value of the fields: computed in 128-bit arithmetic, so that
+    /// debug and release builds agree (`4 * d_model` and `2 * dim_feedforward` no longer
+    /// overflow). [`LmConfig::validate`] bounds the result by
+    /// [`MAX_HIDDEN_DIM`](crate::MAX_HIDDEN_DIM).
     pub fn gating_hidden_dim(&self) -> usize {
-        if self.dim_feedforward == 4 * self.d_model {
-            11 * self.d_model / 4
-        } else {
-            2 * self.dim_feedforward / 3
-        }
+        let (d, ff) = (self.d_model as u128, self.dim_feedforward as u128);
+        let hidden = if 4 * d == ff { 11 * d / 4 } else { 2 * ff / 3 };
+        // Fits: 4 * d == ff <= usize::MAX gives 11 * d / 4 < usize::MAX, and 2 * ff / 3 < ff.
+        usize::try_from(hidden).unwrap_or(usize::MAX)
     }
 
     /// Checks the values this crate relies on; `prefix` names the transformer in errors.
     pub(crate) fn validate(&self, prefix: &str) -> Result<()> {
         let field = |name: &str| format!("{prefix}.{name}");
+        limits::check_transformer(self, prefix)?;
         if self.d_model == 0 {
             return Err(Error::config(field("d_model"), "must be at least 1"));
         }
@@ -319,7 +326,7 @@ impl TransformerConfig {
                         "must be an element-wise activation (swiglu changes the width)",
                     ));
                 }
-                if self.gating_hidden_dim() == 0 {
+                if limits::hidden_dim(self, prefix)? == 0 {
                     return Err(Error::config(
                         field("dim_feedforward"),
                         format!(
@@ -355,17 +362,32 @@ impl LmConfig {
         Ok(config)
     }
 
-    /// Reads and parses a JSON configuration file; see [`from_json_str`](Self::from_json_str).
+    /// Reads and parses a JSON configuration file of at most 16 MiB (Kyutai's are a few
+    /// kilobytes); see [`from_json_str`](Self::from_json_str).
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the file cannot be read, then as `from_json_str`.
+    /// [`Error::Io`] when the file cannot be read, is larger than 16 MiB (or endless, like
+    /// `/dev/zero`) or is not UTF-8, then as `from_json_str`.
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self> {
+        use std::io::Read;
+        const MAX_BYTES: u64 = 1 << 24;
         let path = path.as_ref();
-        let json = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let io_error = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut json = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_BYTES + 1).read_to_string(&mut json))
+            .map_err(io_error)?;
+        if json.len() as u64 > MAX_BYTES {
+            let too_big = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a model config is at most {MAX_BYTES} bytes"),
+            );
+            return Err(io_error(too_big));
+        }
         Self::from_json_str(&json)
     }
 
@@ -388,23 +410,61 @@ impl LmConfig {
         audio_pad_token(self.audio_vocab_size)
     }
 
+    /// The temporal transformer's head width ([`TransformerConfig::head_dim`]).
+    pub fn head_dim(&self) -> usize {
+        self.transformer.head_dim()
+    }
+
+    /// The temporal transformer's gated hidden width
+    /// ([`TransformerConfig::gating_hidden_dim`]); total.
+    pub fn gating_hidden_dim(&self) -> usize {
+        self.transformer.gating_hidden_dim()
+    }
+
     /// Audio codebooks the depformer generates (0 without a depformer).
     pub fn generated_audio_codebooks(&self) -> usize {
         self.depformer.as_ref().map_or(0, |d| d.num_slices)
     }
 
-    /// Checks that the configuration describes a model this crate can build.
+    /// Checks that the configuration describes a model this crate can build, within the
+    /// crate's documented size bounds (the table of [`limits`](crate::limits)): the same as
+    /// [`sizes`](Self::sizes), without the result.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] naming the field for out-of-range values (zero sizes, widths that
-    /// do not divide, more depformer slices than audio codebooks, delays of the wrong length,
-    /// ...), and [`Error::Unsupported`] for features this crate does not implement
-    /// (cross-attention, conditioners, convolution blocks, grouped-query attention, post-norm or
-    /// non-causal layers).
+    /// [`Error::InvalidConfig`] naming the field for out-of-range values (zero sizes, sizes
+    /// above their bound, widths that do not divide, more depformer slices than audio
+    /// codebooks, a text output vocabulary larger than the input one, delays of the wrong
+    /// length or above [`MAX_DELAY`](crate::MAX_DELAY), more parameters than
+    /// [`MAX_PARAMETERS`](crate::MAX_PARAMETERS), ...), and [`Error::Unsupported`] for features
+    /// this crate does not implement (cross-attention, conditioners, convolution blocks,
+    /// grouped-query attention, post-norm or non-causal layers).
     pub fn validate(&self) -> Result<()> {
+        self.sizes().map(|_| ())
+    }
+
+    /// Validates the configuration and computes, without allocating, the sizes it implies:
+    /// head and hidden widths, parameter count, largest tensor and KV cache elements per batch
+    /// row. Total: any value of every field gives either sizes or an error, never a panic or an
+    /// overflow.
+    ///
+    /// ```
+    /// let sizes = kyutai::LmConfig::moshi_7b_v0_1().sizes()?;
+    /// assert_eq!(sizes.head_dim, 128);
+    /// assert!(sizes.parameters > 7_000_000_000 && sizes.parameters < 8_000_000_000);
+    /// # Ok::<(), kyutai::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`validate`](Self::validate).
+    pub fn sizes(&self) -> Result<ModelSizes> {
+        self.check_fields()?;
+        limits::model_sizes(self)
+    }
+
+    fn check_fields(&self) -> Result<()> {
         self.transformer.validate("transformer")?;
-        let max_vocab = u32::MAX as usize;
         for (name, value, min) in [
             ("text_in_vocab_size", self.text_in_vocab_size, 1),
             ("text_out_vocab_size", self.text_out_vocab_size, 1),
@@ -416,13 +476,24 @@ impl LmConfig {
                     format!("must be at least {min} (got {value})"),
                 ));
             }
-            if value > max_vocab {
-                return Err(Error::config(
-                    name,
-                    format!("must fit u32 token ids (got {value})"),
-                ));
-            }
+            check_max(name, value, MAX_VOCAB_SIZE, "MAX_VOCAB_SIZE")?;
         }
+        if self.text_out_vocab_size > self.text_in_vocab_size {
+            return Err(Error::config(
+                "text_out_vocab_size",
+                format!(
+                    "must not exceed text_in_vocab_size = {} (got {}): every sampled text token \
+                     is read back as an input",
+                    self.text_in_vocab_size, self.text_out_vocab_size
+                ),
+            ));
+        }
+        check_max(
+            "audio_codebooks",
+            self.audio_codebooks,
+            MAX_AUDIO_CODEBOOKS,
+            "MAX_AUDIO_CODEBOOKS",
+        )?;
         if let Some(depformer) = &self.depformer {
             depformer.transformer.validate("depformer.transformer")?;
             if depformer.num_slices == 0 {
@@ -438,17 +509,37 @@ impl LmConfig {
                     ),
                 ));
             }
-            if depformer.low_rank_embeddings == Some(0) {
-                return Err(Error::config(
+            if let Some(rank) = depformer.low_rank_embeddings {
+                if rank == 0 {
+                    return Err(Error::config(
+                        "depformer.low_rank_embeddings",
+                        "must be at least 1 when set",
+                    ));
+                }
+                check_max(
                     "depformer.low_rank_embeddings",
-                    "must be at least 1 when set",
-                ));
+                    rank,
+                    MAX_D_MODEL,
+                    "MAX_D_MODEL",
+                )?;
             }
         }
         if let Some(heads) = &self.extra_heads {
             if heads.num_heads > 0 && heads.dim == 0 {
                 return Err(Error::config("extra_heads.dim", "must be at least 1"));
             }
+            check_max(
+                "extra_heads.num_heads",
+                heads.num_heads,
+                MAX_EXTRA_HEADS,
+                "MAX_EXTRA_HEADS",
+            )?;
+            check_max(
+                "extra_heads.dim",
+                heads.dim,
+                MAX_VOCAB_SIZE,
+                "MAX_VOCAB_SIZE",
+            )?;
         }
         if self.conditioners.as_ref().is_some_and(|c| !c.is_empty()) {
             return Err(Error::unsupported("conditioners (`conditioners` is set)"));
@@ -463,6 +554,9 @@ impl LmConfig {
                         delays.len()
                     ),
                 ));
+            }
+            for (k, &delay) in delays.iter().enumerate() {
+                check_max(&format!("audio_delays[{k}]"), delay, MAX_DELAY, "MAX_DELAY")?;
             }
         }
         Ok(())
@@ -484,7 +578,8 @@ pub(crate) fn audio_pad_token(audio_vocab_size: usize) -> u32 {
     token_id(audio_vocab_size.saturating_sub(1))
 }
 
-/// `value` as a token id; only called on sizes that [`LmConfig::validate`] bounds by `u32::MAX`.
+/// `value` as a token id; only called on sizes that [`LmConfig::validate`] bounds by
+/// [`MAX_VOCAB_SIZE`](crate::MAX_VOCAB_SIZE) (`u32::MAX` for larger values).
 fn token_id(value: usize) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }

@@ -69,6 +69,26 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    /// A checkpoint tensor is not a floating-point tensor (the model's weights are floats; an
+    /// integer tensor would be converted without a word).
+    #[error("checkpoint tensor `{name}` holds {found:?} values, the model needs floats")]
+    TensorDType {
+        /// Full tensor name.
+        name: String,
+        /// The dtype stored in the checkpoint.
+        found: candle_core::DType,
+    },
+
+    /// An allocation the input asked for could not be made (the allocator refused it): the
+    /// process is not aborted.
+    #[error("could not allocate {bytes} bytes for {what}")]
+    OutOfMemory {
+        /// What the memory was for.
+        what: String,
+        /// How much was asked.
+        bytes: u128,
+    },
+
     /// An input tensor or slice has the wrong rank, shape, dtype or length.
     #[error("invalid input `{input}`: {reason}")]
     InvalidInput {

@@ -30,7 +30,8 @@
 //!   ([`Multistream`], [`LmGenerate`], [`TtsState`], [`AsrState`]) and [`generate_audio`], each
 //!   taking its samplers as one injected value.
 //!
-//! [`LmConfig`] and its presets, [`Error`] and [`Mimi`] sit beside both. Every public item is
+//! [`LmConfig`] and its presets, [`Error`], the size bounds of [`limits`] and [`Mimi`] sit
+//! beside both. Every public item is
 //! re-exported at the crate root.
 //!
 //! Parity with moshi 0.6.4 is checked by the `moshi_parity_model` test against outputs recorded
@@ -129,6 +130,7 @@
 mod config;
 mod error;
 pub mod generate;
+pub mod limits;
 pub mod mimi;
 mod model;
 mod presets;
@@ -140,15 +142,22 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use generate::audio::generate_audio_with_progress;
+pub use generate::audio::MAX_GENERATE_STEPS;
 pub use generate::samplers::{
     greedy_sampler, moshi_audio_config, moshi_text_config, MOSHI_AUDIO_TEMPERATURE,
     MOSHI_AUDIO_TOP_K, MOSHI_TEXT_TEMPERATURE, MOSHI_TEXT_TOP_K,
 };
+pub use generate::tts::MAX_CONSECUTIVE_PADS;
 pub use generate::{asr, tts};
 pub use generate::{
     generate_audio, sample_logits, AllowedTokens, AsrConfig, AsrMessage, AsrState, AudioSamplers,
     BasicGenerator, GenOutput, GenPrompt, LmGenerate, LmGenerateConfig, Multistream,
     MultistreamConfig, Samplers, Token, TtsConfig, TtsEvent, TtsOutput, TtsState, TtsStream,
+};
+pub use limits::{
+    ModelSizes, MAX_ATTENTION_SCORES, MAX_AUDIO_CODEBOOKS, MAX_CONTEXT, MAX_DELAY, MAX_D_MODEL,
+    MAX_EXTRA_HEADS, MAX_FORWARD_STEPS, MAX_HIDDEN_DIM, MAX_KV_CACHE_ELEMENTS, MAX_NUM_LAYERS,
+    MAX_PARAMETERS, MAX_VOCAB_SIZE,
 };
 pub use mimi::{Mimi, MimiConfig};
 pub use model::{

@@ -399,6 +399,10 @@ fn bad_inputs_and_settings_are_typed_errors() {
     let fresh = || Multistream::new(m.clone(), Samplers::greedy(), config.clone()).unwrap();
     assert!(fresh().with_repetition_penalty(8, 0.0).is_err());
     assert!(fresh().with_repetition_penalty(8, f32::NAN).is_err());
+    // A tiny penalty (1e-40) used to be accepted and turned finite logits into +inf.
+    assert!(fresh().with_repetition_penalty(8, 1e-40).is_err());
+    assert!(fresh().with_repetition_penalty(8, 2e6).is_err());
+    assert!(fresh().with_repetition_penalty(8, 1e-6).is_ok());
     assert!(fresh().with_cfg(f64::INFINITY).is_err());
     assert!(fresh().with_text_pad_bias(f32::NAN).is_err());
     let mut started = fresh();

@@ -249,7 +249,9 @@ impl ChainConfig {
 
 impl From<&SamplingConfig> for ChainConfig {
     /// The candle-convention chain drawing the same distributions as `config` (its sampling
-    /// strategy and repetition penalty, over the same window).
+    /// strategy and repetition penalty, over the same window). The conversion does not validate:
+    /// out-of-range values carry over and fail [`build`](Self::build), except a `k` of 0, which
+    /// becomes `top_k: 0` ("off"). [`SamplingConfig::build_chain`] validates first.
     fn from(config: &SamplingConfig) -> Self {
         let base = Self {
             convention: Convention::Candle,

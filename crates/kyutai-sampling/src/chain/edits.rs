@@ -91,12 +91,13 @@ impl<'a> EditCx<'a> {
         }
     }
 
-    /// Adds `delta` to the logit of `token` (a masked token stays masked).
+    /// Adds `delta` to the logit of `token` (a masked token stays masked; a sum past `f32`'s
+    /// range stops at `±f32::MAX`, so that no edit masks a token or makes a logit `+inf`).
     #[inline]
     pub(crate) fn add(&mut self, token: u32, delta: f32) {
         let value = self.get(token);
         if value > f32::NEG_INFINITY {
-            self.set(token, value + delta);
+            self.set(token, crate::limits::saturate(value + delta, value));
         }
     }
 

@@ -64,10 +64,17 @@ fn bad(field: &str, reason: impl Into<String>) -> SamplingError {
     SamplingError::config(field, reason)
 }
 
+/// A number whose `f32` form keeps its meaning: not past `f32`'s range, and not a nonzero
+/// value that rounds to 0.
 fn as_f32(field: &str, v: &Value) -> Result<f32, SamplingError> {
-    v.as_f64()
-        .map(|x| x as f32)
-        .ok_or_else(|| bad(field, format!("expected a number, got {v}")))
+    let x = v
+        .as_f64()
+        .ok_or_else(|| bad(field, format!("expected a number, got {v}")))?;
+    let y = x as f32;
+    if !y.is_finite() || (y == 0.0 && x != 0.0) {
+        return Err(bad(field, format!("{x} does not fit an f32")));
+    }
+    Ok(y)
 }
 
 fn as_usize(field: &str, v: &Value) -> Result<usize, SamplingError> {

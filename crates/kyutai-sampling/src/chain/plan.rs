@@ -3,7 +3,11 @@
 
 use crate::native::{scale, Mode};
 use crate::stage::{logit_bias, Edit, Select, Step};
-use crate::{ChainConfig, Convention, SamplingError};
+use crate::{limits, ChainConfig, Convention, SamplingError};
+
+/// The temperature bounds of [`limits`], in `f32`.
+const MIN_T: f32 = limits::MIN_TEMPERATURE as f32;
+const MAX_T: f32 = limits::MAX_TEMPERATURE as f32;
 
 /// A validated, ordered chain: edits, an optional restriction, candidate stages, a selector.
 #[derive(Clone, Debug)]
@@ -49,6 +53,9 @@ fn validate(c: &ChainConfig) -> Result<(), SamplingError> {
     if c.temperature < 0.0 {
         return Err(err("temperature", "must be >= 0"));
     }
+    if c.temperature > 0.0 {
+        in_range("temperature", c.temperature, MIN_T, MAX_T, false)?;
+    }
     if c.temperature == 0.0
         && c.do_sample
         && c.convention != Convention::LlamaCpp
@@ -76,10 +83,7 @@ fn validate(c: &ChainConfig) -> Result<(), SamplingError> {
     finite("top_n_sigma", c.top_n_sigma)?;
     in_range("xtc_probability", c.xtc_probability, 0.0, 1.0, false)?;
     in_range("xtc_threshold", c.xtc_threshold, 0.0, 1.0, false)?;
-    finite("dynatemp_range", c.dynatemp_range)?;
-    if c.dynatemp_range < 0.0 {
-        return Err(err("dynatemp_range", "must be >= 0"));
-    }
+    in_range("dynatemp_range", c.dynatemp_range, 0.0, MAX_T, false)?;
     finite("dynatemp_exponent", c.dynatemp_exponent)?;
     if c.dynatemp_exponent < 0.0 {
         return Err(err("dynatemp_exponent", "must be >= 0"));
@@ -99,12 +103,20 @@ fn validate(c: &ChainConfig) -> Result<(), SamplingError> {
             return Err(err(field, "must be >= 0"));
         }
     }
-    finite("repetition_penalty", c.repetition_penalty)?;
-    if c.repetition_penalty <= 0.0 {
-        return Err(err("repetition_penalty", "must be > 0 (1.0 is off)"));
+    in_range(
+        "repetition_penalty",
+        c.repetition_penalty,
+        limits::MIN_PENALTY,
+        limits::MAX_PENALTY,
+        false,
+    )?;
+    for (field, x) in [
+        ("frequency_penalty", c.frequency_penalty),
+        ("presence_penalty", c.presence_penalty),
+    ] {
+        let max = limits::MAX_ADDITIVE_PENALTY;
+        in_range(field, x, -max, max, false)?;
     }
-    finite("frequency_penalty", c.frequency_penalty)?;
-    finite("presence_penalty", c.presence_penalty)?;
     finite("dry_multiplier", c.dry_multiplier)?;
     if c.dry_multiplier < 0.0 {
         return Err(err("dry_multiplier", "must be >= 0 (0 is off)"));

@@ -61,7 +61,9 @@ use weights::{StoreWeights, SumWeights, BLOCK};
 /// tokens, and weights below `2^-125` of the maximum's are only bounded, not accurate), and the
 /// cumulative masses that decide the nucleus are summed in f64, so a nucleus boundary may differ
 /// from candle's only when a cumulative mass lies within f32 rounding of `p`. Temperatures are
-/// valid down to about `4e-39` and up to about `1e45`, beyond which they act as those bounds.
+/// bounded to `[1e-7, 1e6]` ([`limits`](crate::limits)): within them, two finite logits whose
+/// difference overflows `f32` (up to `6.8e38`) are at least `3.4e32` temperatures apart, so the
+/// smaller one's weight is exactly 0 whether or not its difference overflowed.
 ///
 /// # Cost
 ///
@@ -204,8 +206,9 @@ impl NativeSampler {
     ///
     /// # Errors
     ///
-    /// [`SamplingError::InvalidParameter`] when a temperature is not finite and > 0, `k` is 0, or
-    /// `p` is outside `(0, 1]`, exactly as [`LogitsProcessorSampler::from_sampling`].
+    /// [`SamplingError::InvalidParameter`] when a temperature is outside `[1e-7, 1e6]`, `k` is 0,
+    /// or `p` is outside `[1.1754944e-38, 1]` ([`limits`](crate::limits)), exactly as
+    /// [`LogitsProcessorSampler::from_sampling`].
     ///
     /// [`LogitsProcessorSampler::from_sampling`]: crate::LogitsProcessorSampler::from_sampling
     pub fn from_sampling(seed: u64, sampling: Sampling) -> Result<Self, SamplingError> {
@@ -226,7 +229,7 @@ impl NativeSampler {
     ///
     /// # Errors
     ///
-    /// A NaN or `+inf` temperature, or a `top_p` outside `(0, 1]`.
+    /// A NaN temperature or one above `1e6`, or a `top_p` outside `[1.1754944e-38, 1]`.
     pub fn new(
         seed: u64,
         temperature: Option<f64>,
@@ -416,6 +419,9 @@ pub(crate) fn top_candidates<'w>(
     view: &View<'_>,
     k: usize,
 ) -> Result<(&'w mut Vec<Candidate>, f32), SamplingError> {
+    // A `k` past the vocabulary (a `min_keep` of `usize::MAX`, say) keeps every token: never
+    // reserve room for more.
+    let k = k.min(view.len());
     let Workspace {
         candidates,
         keys,

@@ -316,6 +316,15 @@ impl Visit for Moments {
                     self.sum_sq[i] += d * d;
                 }
             }
+            let overflowed = self.sum.iter().chain(&self.sum_sq).any(|s| !s.is_finite());
+            if overflowed {
+                // Logits spread over more than f32's range (`x - center` or its square past
+                // f32::MAX): this block again, in f64.
+                self.count = [0.0; LANES];
+                self.sum = [0.0; LANES];
+                self.sum_sq = [0.0; LANES];
+                self.tail(0, block);
+            }
             self.flush();
         }
     }
@@ -323,7 +332,7 @@ impl Visit for Moments {
     fn tail(&mut self, _start: usize, values: &[f32]) {
         for &x in values {
             if x > f32::NEG_INFINITY {
-                let d = f64::from(x - self.center);
+                let d = f64::from(x) - f64::from(self.center);
                 self.total.0 += 1.0;
                 self.total.1 += d;
                 self.total.2 += d * d;

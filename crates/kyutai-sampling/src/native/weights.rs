@@ -38,9 +38,9 @@ const C4: f32 = f32::from_bits(0x3c1e_7549);
 /// 0.0013264735
 const C5: f32 = f32::from_bits(0x3aad_dd11);
 
-/// `log2(e) / temperature`, rounded to f32 and kept positive and finite: temperatures below about
-/// `4e-39` act as that bound and temperatures above about `1e45` act as if infinite (every
-/// unmasked token equally likely).
+/// `log2(e) / temperature`, rounded to f32 and kept positive and finite. The samplers only pass
+/// temperatures within [`limits`](crate::limits); outside them, temperatures below about `4e-39`
+/// would act as that bound and temperatures above about `1e45` as if infinite.
 pub(crate) fn scale(temperature: f64) -> f32 {
     let scale = (std::f64::consts::LOG2_E / temperature) as f32;
     scale.clamp(f32::from_bits(1), f32::MAX)

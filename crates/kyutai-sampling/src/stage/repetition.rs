@@ -5,7 +5,8 @@
 //! `θ > 1` discourages repeats, `θ < 1` encourages them.
 //!
 //! # Parameters
-//! `repetition_penalty` (θ): finite, `> 0`; 1 is off. `repeat_last_n`: the window, in tokens of
+//! `repetition_penalty` (θ): in `[1e-6, 1e6]` ([`limits`](crate::limits)); 1 is off. A
+//! penalised logit that would leave `f32`'s range stops at `±f32::MAX`. `repeat_last_n`: the window, in tokens of
 //! history (`None`: the whole history; 0: off).
 //!
 //! # Library rules
@@ -28,14 +29,11 @@ pub(crate) fn window(history: &[u32], last_n: Option<usize>) -> &[u32] {
     }
 }
 
-/// The CTRL rule for one logit.
+/// The CTRL rule for one logit; a result past `f32`'s range stops at `±f32::MAX`.
 #[inline]
 pub(crate) fn penalise(x: f32, penalty: f32) -> f32 {
-    if x > 0.0 {
-        x / penalty
-    } else {
-        x * penalty
-    }
+    let y = if x > 0.0 { x / penalty } else { x * penalty };
+    crate::limits::saturate(y, x)
 }
 
 /// Applies penalty `penalty` to the distinct tokens of the window.

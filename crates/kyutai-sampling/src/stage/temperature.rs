@@ -25,7 +25,11 @@ pub(crate) fn apply(cands: &mut Candidates, t: f32) {
         let max = cands.max();
         let factor = 1.0 / f64::from(t);
         for item in &mut cands.items {
-            item.0 = ((f64::from(item.0) - f64::from(max)) * factor) as f32;
+            // A scaled gap past f32's range stops at -f32::MAX: such a candidate's weight is 0
+            // either way, and it stays a finite candidate for the later stages (top-nσ's
+            // moments, min_keep).
+            let scaled = ((f64::from(item.0) - f64::from(max)) * factor) as f32;
+            item.0 = scaled.max(-f32::MAX);
         }
     } else {
         cands.sort();

@@ -43,5 +43,9 @@ pub(crate) fn apply(cands: &mut Candidates, n: f32) {
         .sum::<f64>()
         / count;
     let floor = (f64::from(max) - f64::from(n) * var.sqrt()) as f32;
-    cands.retain(|c| c.0 >= floor);
+    // Candidates are finite (the temperature stage keeps them so), hence so is the floor; a
+    // NaN floor would otherwise keep nothing.
+    if !floor.is_nan() {
+        cands.retain(|c| c.0 >= floor);
+    }
 }

@@ -169,6 +169,8 @@ pub struct AsrState {
     items: Vec<Item>,
     model_step_idx: usize,
     last_inputs: Option<AsrInputs>,
+    /// Messages of the frames a failed call had taken: returned first by the next call.
+    pending: Vec<AsrMessage>,
 }
 
 impl std::fmt::Debug for AsrState {
@@ -215,6 +217,7 @@ impl AsrState {
             batch: Batch::new(),
             model_step_idx: 0,
             last_inputs: None,
+            pending: Vec::new(),
         })
     }
 
@@ -310,6 +313,7 @@ impl AsrState {
         self.samplers.iter_mut().for_each(Samplers::reset);
         self.model_step_idx = 0;
         self.last_inputs = None;
+        self.pending.clear();
     }
 
     /// Starts batch item `index` over (its model state, words and sampler); the other items
@@ -358,15 +362,32 @@ impl AsrState {
     ///
     /// [`Error::InvalidInput`] for a tensor of another rank, dtype, batch size or number of
     /// codebooks; [`Error::TokenOutOfRange`] for a code outside the model's audio vocabulary.
-    /// These are checked before anything changes. The samplers' errors (the steps before the
-    /// failing one have been taken).
+    /// These are checked before anything changes.
+    ///
+    /// The samplers' errors (and a sampled token outside the logits) at frame `f`: the frames
+    /// before `f` have been taken, and **their messages are kept**: the next call of
+    /// `step_tokens` or [`step_pcm`](Self::step_pcm) returns them first, before its own (or
+    /// [`take_pending_messages`](Self::take_pending_messages) hands them over now). Frame `f`
+    /// itself has been read by the model (its [`AsrMessage::Step`], if any, is kept too) but
+    /// gave no text token: each item's words continue from its last sampled token at the next
+    /// frame. [`reset`](Self::reset) drops the kept messages.
     pub fn step_tokens(&mut self, codes: &Tensor) -> Result<Vec<AsrMessage>> {
         let frames = self.check_codes(codes)?;
-        let mut messages = Vec::new();
+        let mut messages = std::mem::take(&mut self.pending);
         for frame in frames {
-            self.step_frame(&frame, &mut messages)?;
+            if let Err(e) = self.step_frame(&frame, &mut messages) {
+                self.pending = messages;
+                return Err(e);
+            }
         }
         Ok(messages)
+    }
+
+    /// The messages of the frames taken by calls that then failed (see
+    /// [`step_tokens`](Self::step_tokens)), which the next call would return first; the state
+    /// no longer holds them.
+    pub fn take_pending_messages(&mut self) -> Vec<AsrMessage> {
+        std::mem::take(&mut self.pending)
     }
 
     /// Encodes `pcm` (`[batch, channels, samples]`: one channel at 24 kHz for Kyutai's Mimi,
@@ -377,8 +398,8 @@ impl AsrState {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] when no Mimi is attached or `pcm` does not have the shape
-    /// `[batch, channels, samples]`; the codec's errors (an integer tensor, no samples); then
-    /// as `step_tokens`.
+    /// `[batch, channels, samples]`; the codec's errors (an integer tensor, no samples, a NaN
+    /// or infinite sample), before anything changes; then as `step_tokens`.
     pub fn step_pcm(&mut self, pcm: &Tensor) -> Result<Vec<AsrMessage>> {
         let batch = self.items.len();
         let Some(mimi) = self.mimi.as_mut() else {
@@ -401,7 +422,7 @@ impl AsrState {
         }
         match mimi.encode_step(pcm)? {
             Some(codes) => self.step_tokens(&codes),
-            None => Ok(Vec::new()),
+            None => Ok(self.take_pending_messages()),
         }
     }
 

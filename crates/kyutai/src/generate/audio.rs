@@ -41,6 +41,13 @@ use candle_core::Device;
 use super::multistream::{Multistream, MultistreamConfig};
 use crate::{Error, LmModel, Mimi, Result, Samplers};
 
+/// The largest number of steps of one [`generate_audio`] call: 16 384 steps, 21 min 50 s of
+/// audio at 12.5 Hz. The PCM it returns (126 MB of f32 at 24 kHz), and the user's stream it
+/// encodes at once, stay within a workstation's memory; more steps are an
+/// [`Error::InvalidInput`], checked before anything is allocated. Longer sessions step a
+/// [`Multistream`] directly.
+pub const MAX_GENERATE_STEPS: usize = 1 << 14;
+
 /// What a generation starts from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GenPrompt {
@@ -77,7 +84,8 @@ pub struct GenOutput {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidInput`] for zero steps, or a Mimi that does not fit the model (its
+/// [`Error::InvalidInput`] for zero steps or more than [`MAX_GENERATE_STEPS`], or a Mimi
+/// that does not fit the model (its
 /// codebooks must be the model's generated codebooks, at least as many as the user's, and its
 /// cardinality the model's audio vocabulary minus the pad token); the errors of
 /// [`Multistream`] (bad prompt tokens, sampler errors) and of Mimi.
@@ -105,9 +113,7 @@ pub fn generate_audio_with_progress(
     on_step: &mut dyn FnMut(usize, u32),
 ) -> Result<GenOutput> {
     check_compatible(model, mimi)?;
-    if steps == 0 {
-        return Err(Error::input("steps", "must be at least 1"));
-    }
+    check_steps(steps)?;
     let config = MultistreamConfig::from_model(model);
     config.check(model)?;
     samplers.check_codebooks(config.generated_audio_codebooks)?;
@@ -133,7 +139,9 @@ fn run(
     mimi.reset_state();
     let mut text_tokens = Vec::with_capacity(steps);
     let mut audio_codes = Vec::with_capacity(steps);
-    let mut pcm = Vec::with_capacity(steps * mimi.frame_size());
+    // Grown as frames arrive: a capacity computed from `steps` and Mimi's frame size could be
+    // more than the allocator gives.
+    let mut pcm = Vec::new();
     for step in 0..steps {
         let user = user_frames.get(step).map_or(&[][..], Vec::as_slice);
         let previous = text_tokens
@@ -160,6 +168,20 @@ fn run(
     })
 }
 
+/// Checks a step count of [`generate_audio`]: `1..=MAX_GENERATE_STEPS`.
+pub(crate) fn check_steps(steps: usize) -> Result<()> {
+    if steps == 0 {
+        return Err(Error::input("steps", "must be at least 1"));
+    }
+    if steps > MAX_GENERATE_STEPS {
+        return Err(Error::input(
+            "steps",
+            format!("must be at most MAX_GENERATE_STEPS = {MAX_GENERATE_STEPS} (got {steps})"),
+        ));
+    }
+    Ok(())
+}
+
 /// The user's codes for each step: the prompt's PCM (or silence), cut or padded with silence
 /// to `steps` frames, encoded by Mimi, first `codebooks` codebooks.
 fn user_frames(
@@ -181,6 +203,11 @@ fn user_frames(
             format!("sample {bad} is not finite"),
         ));
     }
+    pcm.try_reserve_exact(samples.saturating_sub(pcm.len()))
+        .map_err(|_| Error::OutOfMemory {
+            what: "the user's stream".into(),
+            bytes: samples as u128 * 4,
+        })?;
     pcm.resize(samples, 0.0);
     mimi.reset_state();
     let mut frames = mimi.encode_pcm(&pcm)?;

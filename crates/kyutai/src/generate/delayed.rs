@@ -13,6 +13,7 @@ use super::streams::DelayedStreams;
 pub use super::streams::Token;
 use crate::config::audio_pad_token;
 use crate::error::check_tokens;
+use crate::limits::MAX_DELAY;
 use crate::{Error, LmModel, Result, Samplers};
 
 /// The stream layout of an [`LmGenerate`] generation: moshi's `lm_generate::Config`.
@@ -111,7 +112,8 @@ impl LmGenerate {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] when `config` does not describe `model` (one delay per input
-    /// codebook, the audio vocabulary, tokens in the text vocabulary);
+    /// codebook, the audio vocabulary, tokens in the text vocabulary) or a delay is above
+    /// [`MAX_DELAY`](crate::MAX_DELAY);
     /// [`Error::InvalidInput`] when per-codebook samplers do not number the generated
     /// codebooks.
     pub fn new(mut model: LmModel, samplers: Samplers, config: LmGenerateConfig) -> Result<Self> {
@@ -124,6 +126,14 @@ impl LmGenerate {
                     config.audio_codebooks()
                 ),
             ));
+        }
+        for (k, &delay) in config.audio_delays.iter().enumerate() {
+            if delay > MAX_DELAY {
+                return Err(Error::config(
+                    format!("audio_delays[{k}]"),
+                    format!("must be at most MAX_DELAY = {MAX_DELAY} (got {delay})"),
+                ));
+            }
         }
         if config.audio_vocab_size != model.audio_vocab_size() {
             return Err(Error::config(
@@ -212,7 +222,8 @@ impl LmGenerate {
     fn ensure_position(&mut self, position: usize) {
         self.audio.ensure(position);
         if self.text_tokens.len() <= position {
-            self.text_tokens.resize(position + 1, Token::Ungenerated);
+            self.text_tokens
+                .resize(position.saturating_add(1), Token::Ungenerated);
         }
     }
 
@@ -324,7 +335,8 @@ impl LmGenerate {
     ///
     /// [`Error::InvalidInput`] when a codebook was neither generated nor set at that position.
     pub fn last_audio_tokens(&self) -> Result<Option<Vec<u32>>> {
-        let Some(index) = self.step_idx.checked_sub(self.config.max_audio_delay() + 1) else {
+        let first = self.config.max_audio_delay().saturating_add(1);
+        let Some(index) = self.step_idx.checked_sub(first) else {
             return Ok(None);
         };
         let Some(row) = self.audio.row(index) else {

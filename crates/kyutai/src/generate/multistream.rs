@@ -45,6 +45,7 @@ use super::sample::{sample_text, single_row, TextPenalty};
 use super::streams::{DelayedStreams, Token};
 use crate::config::audio_pad_token;
 use crate::error::check_tokens;
+use crate::limits::MAX_DELAY;
 use crate::model::guidance::{check_alpha, guided_logits};
 use crate::{Error, LmModel, Result, Samplers};
 
@@ -132,9 +133,11 @@ impl MultistreamConfig {
             .collect()
     }
 
-    /// Generated plus input codebooks: the model's input codebooks.
+    /// Generated plus input codebooks: the model's input codebooks (`usize::MAX` when the sum
+    /// overflows, which [`Multistream::new`] rejects).
     pub fn total_audio_codebooks(&self) -> usize {
-        self.generated_audio_codebooks + self.input_audio_codebooks
+        self.generated_audio_codebooks
+            .saturating_add(self.input_audio_codebooks)
     }
 
     pub(crate) fn check(&self, model: &LmModel) -> Result<()> {
@@ -151,7 +154,19 @@ impl MultistreamConfig {
                 model.generated_audio_codebooks(),
             );
         }
-        if self.total_audio_codebooks() != model.in_audio_codebooks() {
+        if self.acoustic_delay > MAX_DELAY {
+            return Err(Error::config(
+                "multistream.acoustic_delay",
+                format!(
+                    "must be at most MAX_DELAY = {MAX_DELAY} (got {})",
+                    self.acoustic_delay
+                ),
+            ));
+        }
+        let total = self
+            .generated_audio_codebooks
+            .checked_add(self.input_audio_codebooks);
+        if total != Some(model.in_audio_codebooks()) {
             return mismatch(
                 "generated_audio_codebooks + input_audio_codebooks",
                 self.total_audio_codebooks(),
@@ -245,7 +260,8 @@ impl Multistream {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] when `config` does not describe `model` (codebook counts, audio
-    /// vocabulary, special tokens outside the text vocabulary); [`Error::InvalidInput`] when
+    /// vocabulary, special tokens outside the text vocabulary) or its acoustic delay is above
+    /// [`MAX_DELAY`](crate::MAX_DELAY); [`Error::InvalidInput`] when
     /// per-codebook samplers do not number the generated codebooks.
     pub fn new(mut model: LmModel, samplers: Samplers, config: MultistreamConfig) -> Result<Self> {
         config.check(&model)?;
@@ -274,12 +290,15 @@ impl Multistream {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] unless `penalty` is finite and positive.
+    /// [`Error::InvalidInput`] unless `penalty` is within the sampling crate's bounds,
+    /// `[1e-6, 1e6]` ([`kyutai_sampling::limits`]): a tiny penalty would turn finite logits
+    /// into `+inf`.
     pub fn with_repetition_penalty(mut self, context_size: usize, penalty: f32) -> Result<Self> {
-        if !(penalty.is_finite() && penalty > 0.0) {
+        use kyutai_sampling::limits::{MAX_PENALTY, MIN_PENALTY};
+        if !(MIN_PENALTY..=MAX_PENALTY).contains(&penalty) {
             return Err(Error::input(
                 "repetition_penalty",
-                format!("must be finite and positive, got {penalty}"),
+                format!("must be in [{MIN_PENALTY:e}, {MAX_PENALTY:e}], got {penalty}"),
             ));
         }
         self.repetition_penalty = Some((context_size, penalty));
@@ -506,7 +525,9 @@ impl Multistream {
     /// `s - acoustic_delay` with every codebook (generated, then the user's), or `None` before
     /// the delay has passed or when the row holds a pad token.
     pub fn last_audio_tokens(&self) -> Option<Vec<u32>> {
-        let index = self.step_idx.checked_sub(self.config.acoustic_delay + 1)?;
+        let index = self
+            .step_idx
+            .checked_sub(self.config.acoustic_delay.saturating_add(1))?;
         let pad = self.config.audio_pad_token();
         self.audio
             .row(index)?

@@ -23,7 +23,9 @@
 //!   model of this crate does not implement it. Without it, the two rows of moshi's
 //!   classifier-free guidance would be identical, so guidance is not offered either; nor are
 //!   conditioners.
-//! * The token tables grow as needed: there is no maximum step count.
+//! * The token tables grow as needed: there is no maximum step count. The delays are bounded
+//!   by [`MAX_DELAY`](crate::MAX_DELAY) and the pads in a row by [`MAX_CONSECUTIVE_PADS`], so
+//!   every word ends after a bounded number of steps whatever the sampler picks.
 //! * Bad input is a typed error: tokens outside the vocabulary, words holding the pad or
 //!   end-of-padding token (they would stall moshi's driver), a model without a depformer.
 //! * A delayed codebook's sample is dropped before its `acoustic_delay` (moshi writes it to
@@ -35,9 +37,15 @@ use super::samplers::Samplers;
 use super::streams::DelayedStreams;
 use crate::config::{TEXT_EOP_TOKEN, TEXT_PAD_TOKEN};
 use crate::error::check_tokens;
+use crate::limits::MAX_DELAY;
 use crate::{Error, LmModel, Result};
 
 pub use super::tts_stream::{TtsEvent, TtsOutput, TtsStream};
+
+/// The largest [`TtsConfig::max_consecutive_pads`]: 1024 pads (82 s of silence at 12.5 Hz;
+/// Kyutai's TTS uses 10). It bounds the steps a word can take however the text sampler
+/// chooses, so that [`TtsStream::generate`] always returns.
+pub const MAX_CONSECUTIVE_PADS: usize = 1 << 10;
 
 /// The settings of a TTS stream (moshi's `tts_streaming::Config`, without the speaker
 /// conditioning fields, which are ignored when deserialising).
@@ -60,9 +68,10 @@ pub struct TtsConfig {
     /// Steps the audio lags the text by.
     pub text_audio_delay_in_tokens: usize,
     /// After more pads than this in a row, the state emits end-of-padding without asking the
-    /// sampler.
+    /// sampler; at most [`MAX_CONSECUTIVE_PADS`].
     pub max_consecutive_pads: usize,
-    /// Pad steps [`TtsStream`] adds after the last word, on top of the text-audio delay.
+    /// Pad steps [`TtsStream`] adds after the last word, on top of the text-audio delay; at
+    /// most [`MAX_DELAY`](crate::MAX_DELAY), like the two delays.
     pub extra_steps: usize,
 }
 
@@ -84,8 +93,42 @@ impl TtsConfig {
         }
     }
 
-    /// Checks the special tokens against `model`'s text vocabulary.
+    /// Checks the step counts against their bounds and the special tokens against `model`'s
+    /// text vocabulary.
     fn validate(&self, model: &LmModel) -> Result<()> {
+        for (name, value, max, bound) in [
+            (
+                "config.acoustic_delay",
+                self.acoustic_delay,
+                MAX_DELAY,
+                "MAX_DELAY",
+            ),
+            (
+                "config.text_audio_delay_in_tokens",
+                self.text_audio_delay_in_tokens,
+                MAX_DELAY,
+                "MAX_DELAY",
+            ),
+            (
+                "config.extra_steps",
+                self.extra_steps,
+                MAX_DELAY,
+                "MAX_DELAY",
+            ),
+            (
+                "config.max_consecutive_pads",
+                self.max_consecutive_pads,
+                MAX_CONSECUTIVE_PADS,
+                "MAX_CONSECUTIVE_PADS",
+            ),
+        ] {
+            if value > max {
+                return Err(Error::input(
+                    name,
+                    format!("must be at most {bound} = {max} (got {value})"),
+                ));
+            }
+        }
         let vocab = model.text_in_vocab_size();
         for (name, token) in [
             ("config.text_pad_token", self.text_pad_token),
@@ -161,8 +204,10 @@ impl TtsState {
     /// # Errors
     ///
     /// [`Error::NoDepformer`] for a model that generates no audio; [`Error::InvalidInput`]
-    /// when per-codebook samplers do not match the model's generated codebooks, or the pad and
-    /// end-of-padding tokens are equal; [`Error::TokenOutOfRange`] for a special token outside
+    /// when per-codebook samplers do not match the model's generated codebooks, the pad and
+    /// end-of-padding tokens are equal, a delay or `extra_steps` is above
+    /// [`MAX_DELAY`](crate::MAX_DELAY) or `max_consecutive_pads` above
+    /// [`MAX_CONSECUTIVE_PADS`]; [`Error::TokenOutOfRange`] for a special token outside
     /// the model's text vocabulary.
     pub fn new(mut model: LmModel, config: TtsConfig, samplers: Samplers) -> Result<Self> {
         let codebooks = model.generated_audio_codebooks();
@@ -228,7 +273,9 @@ impl TtsState {
     /// The newest complete audio frame (one token per codebook), if it holds no pad token:
     /// the frame to decode after this step (moshi's `last_audio_tokens`).
     pub fn last_audio_tokens(&self) -> Option<Vec<u32>> {
-        let row = self.step_idx.checked_sub(self.config.acoustic_delay + 1)?;
+        let row = self
+            .step_idx
+            .checked_sub(self.config.acoustic_delay.saturating_add(1))?;
         let pad = self.model.audio_pad_token();
         self.audio
             .row(row)?
@@ -297,7 +344,7 @@ impl TtsState {
 
         // Everything that can fail has run: update the state.
         if text_token == self.config.text_pad_token {
-            self.consecutive_pads += 1;
+            self.consecutive_pads = self.consecutive_pads.saturating_add(1);
         } else {
             self.consecutive_pads = 0;
         }
@@ -328,7 +375,8 @@ impl TtsState {
             } else {
                 self.config.acoustic_delay
             };
-            let silent = step > delay && step <= self.config.text_audio_delay_in_tokens + delay;
+            let silent = step > delay
+                && step <= self.config.text_audio_delay_in_tokens.saturating_add(delay);
             inputs.push(if silent {
                 None
             } else {

@@ -177,8 +177,11 @@ impl TtsStream {
         let config = self.state.config();
         let allowed = match &self.current {
             None => {
-                self.steps_past_end += 1;
-                if self.steps_past_end > config.extra_steps + config.text_audio_delay_in_tokens {
+                self.steps_past_end = self.steps_past_end.saturating_add(1);
+                let trailing = config
+                    .extra_steps
+                    .saturating_add(config.text_audio_delay_in_tokens);
+                if self.steps_past_end > trailing {
                     self.finished = true;
                     return Ok(TtsEvent::Finished);
                 }
@@ -196,7 +199,7 @@ impl TtsStream {
             self.awaiting_word = true;
             self.take_next_word()?;
         } else if text_token != config.text_pad_token {
-            self.token_idx += 1;
+            self.token_idx = self.token_idx.saturating_add(1);
         }
         Ok(TtsEvent::Step {
             text_token,
@@ -207,6 +210,12 @@ impl TtsStream {
     /// Calls [`finish`](Self::finish), then [`step`](Self::step) until
     /// [`TtsEvent::Finished`], collecting the text tokens and complete audio frames of these
     /// steps.
+    ///
+    /// It always returns: each word takes at most its tokens plus
+    /// `max_consecutive_pads + 1` steps (bounded by
+    /// [`MAX_CONSECUTIVE_PADS`](crate::MAX_CONSECUTIVE_PADS), whatever the text sampler picks),
+    /// and the trailing pads `text_audio_delay_in_tokens + extra_steps` steps (each bounded by
+    /// [`MAX_DELAY`](crate::MAX_DELAY)).
     ///
     /// # Errors
     ///

@@ -48,7 +48,9 @@ use candle_transformers::models::mimi as candle_mimi;
 use crate::{Error, Result};
 
 mod random;
+mod validate;
 use random::SeededWeights;
+use validate::validate;
 
 /// The configuration of a Mimi model: candle's `mimi::Config`.
 pub type MimiConfig = candle_mimi::Config;
@@ -105,6 +107,22 @@ impl Mimi {
     ///
     /// [`Error::InvalidConfig`] for a configuration this wrapper cannot run (see
     /// [`random`](Self::random)); candle errors for missing or misshapen tensors.
+    ///
+    /// Every size is bounded, with checked arithmetic, before anything is built:
+    ///
+    /// | bound | value | bounds |
+    /// | --- | --- | --- |
+    /// | codebooks | 1..=1024 | `quantizer_n_q` |
+    /// | codes per codebook | 1..=2^24 | `quantizer_bins` |
+    /// | widths | 1..=4096 | `quantizer_dim`, `seanet.dimension`, `transformer.d_model`, `seanet.n_filters * 2^ratios.len()` |
+    /// | codebook elements | 2^28 | `quantizer_n_q * quantizer_bins * quantizer_dim` |
+    /// | channels | 1..=16 | `channels` |
+    /// | SEANet ratios | 1 to 8, each 1..=1024, product at most 65 536 | `seanet.ratios` |
+    /// | kernels | 1..=1024 | `seanet.*kernel_size` |
+    /// | residual layers | 0..=16, `dilation_base^(layers - 1)` at most 65 536 | `seanet.n_residual_layers`, `dilation_base` |
+    /// | compression | 1..=`n_filters` | `seanet.compress` |
+    /// | frame size | 1..=65 536 samples, sample rate at most 1 MHz | `sample_rate / frame_rate` |
+    /// | transformer | 1..=64 layers, feed-forward 1..=16 384, context and `max_seq_len` 1..=65 536, `kv_repeat` 1 | `transformer.*` |
     pub fn new(config: MimiConfig, vb: VarBuilder) -> Result<Self> {
         validate(&config)?;
         let device = vb.device().clone();
@@ -125,8 +143,10 @@ impl Mimi {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] when `config` has no codebook, an empty codebook, no or zero
-    /// SEANet ratios, a frame rate that is not a whole fraction of the encoder's rate, or a
-    /// transformer whose heads do not divide its width.
+    /// SEANet ratios, a frame rate that is not a whole fraction of the encoder's rate, a
+    /// transformer whose heads do not divide its width, or any size above the bounds of the
+    /// table in [`new`](Self::new); [`Error::Unsupported`] for transformer features candle's
+    /// Mimi does not run.
     pub fn random(config: MimiConfig, seed: u64, device: &Device) -> Result<Self> {
         let vb =
             VarBuilder::from_backend(Box::new(SeededWeights { seed }), DType::F32, device.clone());
@@ -207,7 +227,7 @@ impl Mimi {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] for a tensor that is not `[batch, channels, samples]` with at
-    /// least one frame of samples, or not a float tensor.
+    /// least one frame of samples, not a float tensor, or holding a NaN or infinite sample.
     pub fn encode(&mut self, pcm: &Tensor) -> Result<Tensor> {
         let pcm = self.check_pcm(pcm, "pcm", self.frame_size())?;
         Ok(self.pristine.clone().encode(&pcm)?)
@@ -261,7 +281,8 @@ impl Mimi {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for a multi-channel model or fewer samples than one frame.
+    /// [`Error::InvalidInput`] for a multi-channel model, fewer samples than one frame or a
+    /// sample that is not finite.
     pub fn encode_pcm(&mut self, pcm: &[f32]) -> Result<Vec<Vec<u32>>> {
         self.check_mono()?;
         let tensor = Tensor::from_slice(pcm, (1, 1, pcm.len()), &self.device)?;
@@ -351,7 +372,22 @@ impl Mimi {
                 format!("must be a float tensor, got {:?}", pcm.dtype()),
             ));
         }
-        Ok(pcm.to_dtype(DType::F32)?.to_device(&self.device)?)
+        let pcm = pcm.to_dtype(DType::F32)?.to_device(&self.device)?;
+        // `x - x` is 0 for a finite sample and NaN for NaN and infinities: one reduction on the
+        // device, the samples are read back only to name the first bad one.
+        let probe = pcm.sub(&pcm)?.sum_all()?.to_scalar::<f32>()?;
+        if !probe.is_finite() {
+            let flat = pcm.flatten_all()?.to_vec1::<f32>()?;
+            let bad = flat.iter().position(|x| !x.is_finite()).unwrap_or(0);
+            return Err(Error::input(
+                input,
+                format!(
+                    "sample {bad} (flattened) is {}: PCM must be finite",
+                    flat.get(bad).copied().unwrap_or(f32::NAN)
+                ),
+            ));
+        }
+        Ok(pcm)
     }
 
     fn check_codes(&self, codes: &Tensor) -> Result<Tensor> {
@@ -393,65 +429,6 @@ fn frames_of(codes: &Tensor) -> Result<Vec<Vec<u32>>> {
 
 fn frame_size(config: &MimiConfig) -> usize {
     (config.sample_rate / config.frame_rate).round() as usize
-}
-
-/// Checks what candle's Mimi assumes without checking (it would panic or divide by zero).
-fn validate(config: &MimiConfig) -> Result<()> {
-    if config.quantizer_n_q == 0 {
-        return Err(Error::config("quantizer_n_q", "must be at least 1"));
-    }
-    if config.quantizer_bins == 0 || config.quantizer_bins > u32::MAX as usize {
-        return Err(Error::config(
-            "quantizer_bins",
-            format!("must be in 1..=u32::MAX (got {})", config.quantizer_bins),
-        ));
-    }
-    if config.quantizer_dim == 0 {
-        return Err(Error::config("quantizer_dim", "must be at least 1"));
-    }
-    if config.channels == 0 {
-        return Err(Error::config("channels", "must be at least 1"));
-    }
-    let ratios = &config.seanet.ratios;
-    if ratios.is_empty() || ratios.contains(&0) {
-        return Err(Error::config(
-            "seanet.ratios",
-            format!("must be non-empty and positive (got {ratios:?})"),
-        ));
-    }
-    let rates_ok = config.sample_rate.is_finite()
-        && config.frame_rate.is_finite()
-        && config.sample_rate > 0.0
-        && config.frame_rate > 0.0;
-    let hop: usize = ratios.iter().product();
-    let stride = config.sample_rate / hop as f64 / config.frame_rate;
-    if !rates_ok || stride < 1.0 || stride.fract() != 0.0 {
-        return Err(Error::config(
-            "frame_rate",
-            format!(
-                "must divide the encoder's rate sample_rate / prod(ratios) = {} / {hop} a whole \
-                 number of times (got frame_rate {})",
-                config.sample_rate, config.frame_rate
-            ),
-        ));
-    }
-    if config.seanet.dimension == 0 || config.seanet.n_filters == 0 {
-        return Err(Error::config(
-            "seanet",
-            "dimension and n_filters must be at least 1",
-        ));
-    }
-    let t = &config.transformer;
-    if t.d_model == 0 || t.num_heads == 0 || t.d_model % t.num_heads != 0 {
-        return Err(Error::config(
-            "transformer",
-            format!(
-                "num_heads ({}) must divide d_model ({})",
-                t.num_heads, t.d_model
-            ),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

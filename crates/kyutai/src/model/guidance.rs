@@ -10,6 +10,21 @@ use crate::{Error, Result};
 /// (shape `[2, V]`, `[2, 1, V]`, ...), the 1-D f32 logits `alpha * cond - (alpha - 1) * uncond`,
 /// the combination moshi applies before sampling.
 ///
+/// Masked tokens (`-inf` logits) follow one rule, so that the result is never NaN where the
+/// plain formula would be (`0 * -inf` at `alpha = 1`, `-inf + inf`): **a token masked in the
+/// conditioned row is masked (`-inf`) in the result, whatever the unconditioned row holds; a
+/// token masked in the unconditioned row only takes its conditioned logit** (the unconditioned
+/// row says nothing about it). Every other token gets the formula.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let inf = f32::INFINITY;
+/// let logits = Tensor::new(&[[1.0f32, -inf, 2.0], [0.5, 0.0, -inf]], &Device::Cpu)?;
+/// let guided = kyutai::guided_logits(&logits, 1.0)?.to_vec1::<f32>()?;
+/// assert_eq!(guided, vec![1.0, -inf, 2.0]);
+/// # Ok::<(), kyutai::Error>(())
+/// ```
+///
 /// # Errors
 ///
 /// [`Error::InvalidInput`] when `logits` do not hold exactly two rows, are not floats, or
@@ -29,7 +44,13 @@ pub fn guided_logits(logits: &Tensor, alpha: f64) -> Result<Tensor> {
     let rows = logits.reshape((2, vocab))?.to_dtype(DType::F32)?;
     let cond = rows.get(0)?;
     let uncond = rows.get(1)?;
-    Ok(((cond * alpha)? - (uncond * (alpha - 1.0))?)?)
+    let guided = ((&cond * alpha)? - (&uncond * (alpha - 1.0))?)?;
+    // Where either row is masked, the conditioned logit: -inf when it is the one masked.
+    let neg_inf = Tensor::new(f32::NEG_INFINITY, cond.device())?;
+    let masked = cond
+        .broadcast_eq(&neg_inf)?
+        .maximum(&uncond.broadcast_eq(&neg_inf)?)?;
+    Ok(masked.where_cond(&cond, &guided)?)
 }
 
 /// Checks a guidance coefficient: it must be finite.
@@ -74,5 +95,31 @@ mod tests {
         assert!(guided_logits(&logits, f64::NAN).is_err());
         let ints = Tensor::zeros((2, 3), DType::U32, &Device::Cpu).unwrap();
         assert!(guided_logits(&ints, 1.5).is_err());
+    }
+
+    #[test]
+    fn masked_tokens_stay_masked_and_never_become_nan() {
+        let inf = f32::INFINITY;
+        // Token 0 masked in cond only, 1 in uncond only, 2 in both, 3 in neither.
+        let logits = Tensor::new(
+            &[[-inf, 1.0f32, -inf, 2.0], [0.5, -inf, -inf, 1.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        for alpha in [0.0, 0.5, 1.0, 1.5, 3.0, -2.0] {
+            let guided = guided_logits(&logits, alpha)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert!(
+                guided.iter().all(|x| !x.is_nan()),
+                "alpha {alpha}: {guided:?}"
+            );
+            assert_eq!(guided[0], -inf, "alpha {alpha}");
+            assert_eq!(guided[1], 1.0, "alpha {alpha}");
+            assert_eq!(guided[2], -inf, "alpha {alpha}");
+            let want = (alpha * 2.0 - (alpha - 1.0) * 1.0) as f32;
+            assert!((guided[3] - want).abs() < 1e-6, "alpha {alpha}");
+        }
     }
 }

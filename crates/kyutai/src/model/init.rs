@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 
 use super::lm::{LmModel, LmWeights};
 use super::weights::{TensorKind, TensorSpec, WeightSource};
-use crate::{LmConfig, Result};
+use crate::{Error, LmConfig, Result};
 
 /// The tensors a model of configuration `config` reads, in the order it reads them.
 ///
@@ -50,7 +50,8 @@ pub fn tensor_inventory(config: &LmConfig) -> Result<Vec<TensorSpec>> {
 ///
 /// # Errors
 ///
-/// The errors of [`LmConfig::validate`], and candle errors creating the tensors.
+/// The errors of [`LmConfig::validate`], [`Error::OutOfMemory`] when the allocator refuses a
+/// tensor's buffer, and candle errors creating the tensors.
 pub fn random_weights(
     config: &LmConfig,
     seed: u64,
@@ -62,19 +63,30 @@ pub fn random_weights(
     let mut rng = SplitMix64::new(seed);
     let mut tensors = HashMap::with_capacity(specs.len());
     for spec in specs {
-        let count: usize = spec.shape.iter().product();
+        // The configuration bounds every shape (`LmConfig::validate`); the product is still
+        // checked, and the buffer reserved fallibly, so that no shape aborts the process.
+        let count = spec
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| Error::input(spec.name.as_str(), "has a shape that overflows"))?;
         let last = spec.shape.last().copied().unwrap_or(1).max(1) as f64;
         let scale = last.sqrt();
-        let values: Vec<f32> = (0..count)
-            .map(|_| {
-                let z = rng.normal();
-                match spec.kind {
-                    TensorKind::Embedding => z as f32,
-                    TensorKind::NormScale => (1.0 + 0.1 * z) as f32,
-                    TensorKind::Weight => (z / scale) as f32,
-                }
-            })
-            .collect();
+        let mut values: Vec<f32> = Vec::new();
+        values
+            .try_reserve_exact(count)
+            .map_err(|_| Error::OutOfMemory {
+                what: format!("the random weights of `{}`", spec.name),
+                bytes: count as u128 * 4,
+            })?;
+        values.extend((0..count).map(|_| {
+            let z = rng.normal();
+            match spec.kind {
+                TensorKind::Embedding => z as f32,
+                TensorKind::NormScale => (1.0 + 0.1 * z) as f32,
+                TensorKind::Weight => (z / scale) as f32,
+            }
+        }));
         let tensor = Tensor::from_vec(values, spec.shape.as_slice(), device)?.to_dtype(dtype)?;
         tensors.insert(spec.name, tensor);
     }

@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 
-use crate::Result;
+use crate::limits::MAX_FORWARD_STEPS;
+use crate::{Error, Result};
 
 /// Keys and values of one attention layer, `[batch, heads, steps, head_dim]`, for at most
 /// `context` steps.
@@ -81,9 +82,27 @@ impl KvCache {
 
     /// Absolute positions of the steps that [`append`](Self::append) will return for an input
     /// of `t` steps, in the order it returns them.
-    pub fn positions(&self, t: usize) -> Vec<usize> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when `t` is above [`MAX_FORWARD_STEPS`](crate::MAX_FORWARD_STEPS)
+    /// (no call can append that many steps) or the positions would overflow a `usize`.
+    pub fn positions(&self, t: usize) -> Result<Vec<usize>> {
+        let end = match self.seq_len.checked_add(t) {
+            Some(end) if t <= MAX_FORWARD_STEPS => end,
+            _ => {
+                return Err(Error::input(
+                    "t",
+                    format!(
+                        "{t} steps after {} is more than one call can append (at most \
+                         MAX_FORWARD_STEPS = {MAX_FORWARD_STEPS})",
+                        self.seq_len
+                    ),
+                ))
+            }
+        };
         if t >= self.context {
-            return (self.seq_len..self.seq_len + t).collect();
+            return Ok((self.seq_len..end).collect());
         }
         let mut positions = self.slot_positions.clone();
         for i in 0..t {
@@ -94,7 +113,7 @@ impl KvCache {
                 None => positions.push(position),
             }
         }
-        positions
+        Ok(positions)
     }
 
     /// Appends `t` steps of keys and values (`[batch, heads, t, head_dim]`) and returns the keys
@@ -103,7 +122,8 @@ impl KvCache {
     /// # Errors
     ///
     /// A candle error when `k` and `v` do not have the same shape as each other or as the cached
-    /// steps (other than along the step dimension).
+    /// steps (other than along the step dimension); the errors of
+    /// [`positions`](Self::positions).
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let t = k.dim(2)?;
         if v.dims() != k.dims() {
@@ -119,7 +139,7 @@ impl KvCache {
             // prepare_buffers always allocates.
             return Err(candle_core::Error::Msg("kv-cache buffers missing".into()).into());
         };
-        let positions = self.positions(t);
+        let positions = self.positions(t)?;
         if t >= self.context {
             let start = t - self.context;
             kb.slice_set(&k.narrow(2, start, self.context)?.contiguous()?, 2, 0)?;
@@ -227,7 +247,7 @@ mod tests {
                 let mut cache = KvCache::new(context);
                 let mut seen = 0;
                 for t in chunks {
-                    let positions = cache.positions(t);
+                    let positions = cache.positions(t).unwrap();
                     let (k, v) = cache
                         .append(&steps_from(seen, t), &steps_from(seen, t))
                         .unwrap();
@@ -266,7 +286,7 @@ mod tests {
             let (their_k, _) = theirs
                 .append(&steps_from(seen, t), &steps_from(seen, t))
                 .unwrap();
-            let our_positions = ours.positions(t);
+            let our_positions = ours.positions(t).unwrap();
             let (our_k, _) = ours
                 .append(&steps_from(seen, t), &steps_from(seen, t))
                 .unwrap();
@@ -324,7 +344,7 @@ mod tests {
         assert!(cache.append(&two_rows, &two_rows).is_err());
         cache.reset();
         assert_eq!(cache.batch_size(), None);
-        assert_eq!(cache.positions(1), vec![0]);
+        assert_eq!(cache.positions(1).unwrap(), vec![0]);
         let (k, _) = cache.append(&two_rows, &two_rows).unwrap();
         assert_eq!(k.dims(), &[2, 1, 1, 1]);
     }

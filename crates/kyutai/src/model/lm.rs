@@ -10,7 +10,7 @@ use super::depformer::Depformer;
 use super::embeddings::TokenEmbedding;
 use super::norm::Norm;
 use super::transformer::{check_batch, check_hidden, StreamingState, TransformerWeights};
-use super::weights::{linear, WeightSource};
+use super::weights::{check_float_tensors, linear, WeightSource};
 use crate::config::LmConfig;
 use crate::error::check_tokens;
 use crate::{Error, Result};
@@ -170,8 +170,9 @@ impl LmModel {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the file cannot be read, candle errors for a malformed file, then as
-    /// [`new`](Self::new).
+    /// [`Error::Io`] when the file cannot be read, candle errors for a malformed file,
+    /// [`Error::TensorDType`] naming the first tensor the model reads that does not hold
+    /// floats (integer tensors are not converted), then as [`new`](Self::new).
     pub fn load(
         config: &LmConfig,
         path: impl AsRef<Path>,
@@ -185,7 +186,11 @@ impl LmModel {
                 source,
             });
         }
+        // The names the configuration reads (recorded without allocating), checked first.
+        let (recorder, specs) = WeightSource::recorder(DType::F32, &Device::Cpu);
+        LmWeights::load(config, &recorder)?;
         let tensors = candle_core::safetensors::load(path, device)?;
+        check_float_tensors(&specs.borrow(), &tensors)?;
         Self::new(config, VarBuilder::from_tensors(tensors, dtype, device))
     }
 

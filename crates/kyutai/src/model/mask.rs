@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// The additive mask `[batch, 1, t, keys]` for queries at positions
 /// `first_query..first_query + t` over keys at `key_positions`: `0` where
@@ -25,11 +25,28 @@ pub(crate) fn attention_mask(
         return Ok(None);
     }
     let keys = key_positions.len();
-    let mut mask = Vec::with_capacity(last_reset.len() * t * keys);
+    let end = first_query.checked_add(t);
+    let len = last_reset
+        .len()
+        .checked_mul(t)
+        .and_then(|n| n.checked_mul(keys));
+    let (Some(end), Some(len)) = (end, len) else {
+        return Err(Error::input(
+            "xs",
+            format!("{t} steps from position {first_query} overflow the attention mask"),
+        ));
+    };
+    let mut mask = Vec::new();
+    mask.try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory {
+            what: "the attention mask".into(),
+            bytes: len as u128 * 4,
+        })?;
     for &reset in last_reset {
-        for q in first_query..first_query + t {
+        for q in first_query..end {
             for &k in key_positions {
-                let visible = reset <= k && k <= q && q <= k + context;
+                // `k + context` saturates: a window reaching past usize::MAX covers every query.
+                let visible = reset <= k && k <= q && q <= k.saturating_add(context);
                 mask.push(if visible { 0f32 } else { f32::NEG_INFINITY });
             }
         }

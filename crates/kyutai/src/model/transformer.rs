@@ -14,6 +14,7 @@ use super::norm::Norm;
 use super::rope::RotaryEmbedding;
 use super::weights::{TensorKind, WeightSource};
 use crate::config::{PositionalEmbedding, TransformerConfig};
+use crate::limits::check_forward;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -81,6 +82,7 @@ pub(crate) struct TransformerWeights {
     max_period: usize,
     context: usize,
     d_model: usize,
+    num_heads: usize,
 }
 
 /// The per-layer KV caches and per-row reset positions of one transformer.
@@ -152,6 +154,7 @@ impl TransformerWeights {
             max_period: cfg.max_period,
             context: cfg.context,
             d_model: cfg.d_model,
+            num_heads: cfg.num_heads,
         })
     }
 
@@ -169,14 +172,18 @@ impl TransformerWeights {
     /// `xs`: `[batch, t, d_model]`, checked by the caller (the batch too).
     pub(crate) fn forward(&self, xs: &Tensor, state: &mut StreamingState) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
-        if state.last_reset_pos.is_empty() {
-            state.last_reset_pos = vec![0; b];
-        }
         let Some(first_cache) = state.caches.first() else {
             return Ok(xs.clone());
         };
         let seq_len = first_cache.current_seq_len();
-        let keys = first_cache.positions(t);
+        let keys = first_cache.positions(t)?;
+        // Bounds the batch and the prefill length before anything is allocated for them (the
+        // caches, the mask, the attention scores).
+        let kv_per_row = 2 * self.layers.len() as u64 * self.context as u64 * self.d_model as u64;
+        check_forward("xs", b, t, self.num_heads, keys.len(), kv_per_row)?;
+        if state.last_reset_pos.is_empty() {
+            state.last_reset_pos = vec![0; b];
+        }
         let mask = attention_mask(
             &keys,
             seq_len,
@@ -269,8 +276,12 @@ impl Transformer {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] when `xs` is not `[batch, t, d_model]` with `t >= 1`, or when the
-    /// batch size differs from the one of the steps in the state (reset first).
+    /// [`Error::InvalidInput`] when `xs` is not `[batch, t, d_model]` with `t >= 1`, when the
+    /// batch size differs from the one of the steps in the state (reset first), or when the
+    /// call is above the size bounds of [`limits`](crate::limits) (`t` above
+    /// [`MAX_FORWARD_STEPS`](crate::MAX_FORWARD_STEPS), attention scores above
+    /// [`MAX_ATTENTION_SCORES`](crate::MAX_ATTENTION_SCORES), KV caches above
+    /// [`MAX_KV_CACHE_ELEMENTS`](crate::MAX_KV_CACHE_ELEMENTS)).
     pub fn forward(&mut self, xs: &Tensor) -> Result<Tensor> {
         check_hidden(xs, "xs", self.weights.d_model, None)?;
         check_batch(&self.state, xs.dim(0)?)?;

@@ -188,3 +188,22 @@ pub(crate) fn linear(
     };
     Ok(candle_nn::Linear::new(weight, bias))
 }
+
+/// Checks that every tensor of `specs` that `tensors` holds is a float tensor: a checkpoint's
+/// integer tensor would otherwise be converted to the model's dtype without a word.
+pub(crate) fn check_float_tensors(
+    specs: &[TensorSpec],
+    tensors: &std::collections::HashMap<String, Tensor>,
+) -> Result<()> {
+    for spec in specs {
+        if let Some(tensor) = tensors.get(&spec.name) {
+            if !tensor.dtype().is_float() {
+                return Err(Error::TensorDType {
+                    name: spec.name.clone(),
+                    found: tensor.dtype(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
