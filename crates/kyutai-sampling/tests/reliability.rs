@@ -524,3 +524,42 @@ fn top_n_sigma_after_an_overflowing_temperature_keeps_the_maximum() {
     let probs = chain.probabilities(&logits, &[]).unwrap();
     assert_eq!(probs, vec![1.0, 0.0, 0.0, 0.0]);
 }
+
+#[test]
+fn chain_config_json_numbers_must_fit_f32_and_bans_round_trip() {
+    // Found by the chain_config fuzzer: `"temperature": 1e46` was read as +inf, and a config
+    // holding an infinity (also a valid `-inf` bias, which bans) was written as `null`, which
+    // did not parse back.
+    for json in [
+        r#"{"temperature": 1e46}"#,
+        r#"{"top_p": -1e39}"#,
+        r#"{"min_p": 1e-50}"#,
+        r#"{"logit_bias": {"3": 1e40}}"#,
+        r#"{"sequence_bias": [[[1, 2], -1e300]]}"#,
+        r#"{"logit_bias": {"3": "ban"}}"#,
+    ] {
+        let err = serde_json::from_str::<ChainConfig>(json)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not fit an f32") || err.contains("\"-inf\""),
+            "{json}: {err}"
+        );
+    }
+    let config = ChainConfig {
+        logit_bias: [(3, f32::NEG_INFINITY), (4, -2.5)].into_iter().collect(),
+        sequence_bias: vec![(vec![1, 2], f32::NEG_INFINITY), (vec![5], 1e-40)],
+        temperature: 1e-7,
+        ..ChainConfig::default()
+    };
+    let json = serde_json::to_string(&config).unwrap();
+    assert!(json.contains(r#""3":"-inf""#), "{json}");
+    let back: ChainConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, config);
+    let python: ChainConfig = serde_json::from_str(
+        r#"{"logit_bias": {"3": "-Infinity"}, "sequence_bias": [[[1], "-inf"]]}"#,
+    )
+    .unwrap();
+    assert_eq!(python.logit_bias[&3], f32::NEG_INFINITY);
+    assert_eq!(python.sequence_bias, vec![(vec![1], f32::NEG_INFINITY)]);
+}

@@ -435,7 +435,7 @@ impl LmConfig {
     /// [`Error::InvalidConfig`] naming the field for out-of-range values (zero sizes, sizes
     /// above their bound, widths that do not divide, more depformer slices than audio
     /// codebooks, a text output vocabulary larger than the input one, delays of the wrong
-    /// length or above [`MAX_DELAY`](crate::MAX_DELAY), more parameters than
+    /// length or above [`MAX_DELAY`], more parameters than
     /// [`MAX_PARAMETERS`](crate::MAX_PARAMETERS), ...), and [`Error::Unsupported`] for features
     /// this crate does not implement (cross-attention, conditioners, convolution blocks,
     /// grouped-query attention, post-norm or non-causal layers).

@@ -39,7 +39,9 @@ pub enum Convention {
 /// [`Convention`]. [`build`](Self::build) validates it and compiles it into a [`Chain`](crate::Chain).
 ///
 /// The default is neutral: every stage off, temperature 1, sampling on, so a JSON object only
-/// names what it changes. Unknown fields are an error (a typo never becomes a silent default).
+/// names what it changes. Unknown fields are an error (a typo never becomes a silent default),
+/// and so is a number that does not fit an `f32` (`1e50` would silently be infinite). A bias of
+/// `-inf` (a ban) is written as the string `"-inf"`, which is also read, as is `"-Infinity"`.
 ///
 /// ```
 /// use kyutai_sampling::{ChainConfig, Convention};
@@ -65,46 +67,64 @@ pub struct ChainConfig {
     /// then skipped.
     pub do_sample: bool,
     /// Temperature; 1.0 leaves the distribution unchanged.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub temperature: f32,
     /// Keep the `top_k` most likely tokens; 0 is off.
     pub top_k: usize,
     /// Nucleus mass; 1.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub top_p: f32,
     /// Keep tokens at least `min_p` times as likely as the most likely one; 0.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub min_p: f32,
     /// Locally typical sampling mass; 1.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub typical_p: f32,
     /// Drop tokens less likely than this; 0.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub epsilon_cutoff: f32,
     /// Entropy-dependent cutoff; 0.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub eta_cutoff: f32,
     /// Keep logits within `top_n_sigma` standard deviations of the maximum; `<= 0` is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub top_n_sigma: f32,
     /// Probability that XTC removes the most likely tokens at a step; 0.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub xtc_probability: f32,
     /// XTC's probability threshold.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub xtc_threshold: f32,
     /// Dynamic temperature range (llama.cpp `temp_ext`'s δ); 0.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub dynatemp_range: f32,
     /// Dynamic temperature exponent (κ).
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub dynatemp_exponent: f32,
     /// Mirostat version: 0 (off), 1 or 2.
     pub mirostat: u8,
     /// Mirostat's target surprise τ.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub mirostat_tau: f32,
     /// Mirostat's learning rate η.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub mirostat_eta: f32,
     /// CTRL repetition penalty; 1.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub repetition_penalty: f32,
     /// OpenAI frequency penalty; 0.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub frequency_penalty: f32,
     /// OpenAI presence penalty; 0.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub presence_penalty: f32,
     /// Window of the three penalties, in tokens of history; `None` is the whole history.
     pub repeat_last_n: Option<usize>,
     /// DRY multiplier; 0.0 is off.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub dry_multiplier: f32,
     /// DRY base.
+    #[serde(deserialize_with = "super::serde_f32::number")]
     pub dry_base: f32,
     /// DRY: repeats up to this length are not penalised.
     pub dry_allowed_length: usize,
@@ -117,10 +137,12 @@ pub struct ChainConfig {
     /// Banned token sequences (HF `bad_words_ids`).
     pub bad_words_ids: Vec<Vec<u32>>,
     /// Biases added to the last token of a sequence when the history ends with the rest of it.
+    #[serde(with = "super::serde_f32::sequence_biases")]
     pub sequence_bias: Vec<(Vec<u32>, f32)>,
     /// Tokens never sampled.
     pub suppress_tokens: Vec<u32>,
     /// Values added to single tokens' logits; a value at or below `-1e30` bans the token.
+    #[serde(with = "super::serde_f32::token_biases")]
     pub logit_bias: BTreeMap<u32, f32>,
     /// When set, only these tokens can be sampled.
     pub allowed_token_ids: Option<Vec<u32>>,

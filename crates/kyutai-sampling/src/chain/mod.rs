@@ -19,6 +19,7 @@ mod config;
 pub(crate) mod edits;
 mod hf;
 mod plan;
+mod serde_f32;
 mod verify;
 
 pub use config::{ChainConfig, Convention};
@@ -174,6 +175,12 @@ impl Chain {
     /// The distribution the next draw on these logits and history uses: one probability per
     /// token, summing to 1, 0 for excluded tokens. It draws no random numbers except for stages
     /// that are random themselves (XTC's coin) and changes no state (mirostat's μ).
+    ///
+    /// It is computed along the chain's general path. A draw may take a faster exact path
+    /// (the native engine's, for plain temperature/top-k/top-p/min-p chains), which ranks
+    /// tokens by their f32 weights where the general path ranks them by logit: the two agree
+    /// except on which of several tokens whose probabilities are equal to f32 rounding survive
+    /// a cut (which is unspecified, as for exact ties).
     ///
     /// # Errors
     ///

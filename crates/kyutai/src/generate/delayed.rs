@@ -113,7 +113,7 @@ impl LmGenerate {
     ///
     /// [`Error::InvalidConfig`] when `config` does not describe `model` (one delay per input
     /// codebook, the audio vocabulary, tokens in the text vocabulary) or a delay is above
-    /// [`MAX_DELAY`](crate::MAX_DELAY);
+    /// [`MAX_DELAY`];
     /// [`Error::InvalidInput`] when per-codebook samplers do not number the generated
     /// codebooks.
     pub fn new(mut model: LmModel, samplers: Samplers, config: LmGenerateConfig) -> Result<Self> {

@@ -261,7 +261,7 @@ impl Multistream {
     ///
     /// [`Error::InvalidConfig`] when `config` does not describe `model` (codebook counts, audio
     /// vocabulary, special tokens outside the text vocabulary) or its acoustic delay is above
-    /// [`MAX_DELAY`](crate::MAX_DELAY); [`Error::InvalidInput`] when
+    /// [`MAX_DELAY`]; [`Error::InvalidInput`] when
     /// per-codebook samplers do not number the generated codebooks.
     pub fn new(mut model: LmModel, samplers: Samplers, config: MultistreamConfig) -> Result<Self> {
         config.check(&model)?;

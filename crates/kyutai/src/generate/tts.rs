@@ -24,7 +24,7 @@
 //!   classifier-free guidance would be identical, so guidance is not offered either; nor are
 //!   conditioners.
 //! * The token tables grow as needed: there is no maximum step count. The delays are bounded
-//!   by [`MAX_DELAY`](crate::MAX_DELAY) and the pads in a row by [`MAX_CONSECUTIVE_PADS`], so
+//!   by [`MAX_DELAY`] and the pads in a row by [`MAX_CONSECUTIVE_PADS`], so
 //!   every word ends after a bounded number of steps whatever the sampler picks.
 //! * Bad input is a typed error: tokens outside the vocabulary, words holding the pad or
 //!   end-of-padding token (they would stall moshi's driver), a model without a depformer.
@@ -71,7 +71,7 @@ pub struct TtsConfig {
     /// sampler; at most [`MAX_CONSECUTIVE_PADS`].
     pub max_consecutive_pads: usize,
     /// Pad steps [`TtsStream`] adds after the last word, on top of the text-audio delay; at
-    /// most [`MAX_DELAY`](crate::MAX_DELAY), like the two delays.
+    /// most [`MAX_DELAY`], like the two delays.
     pub extra_steps: usize,
 }
 
@@ -206,7 +206,7 @@ impl TtsState {
     /// [`Error::NoDepformer`] for a model that generates no audio; [`Error::InvalidInput`]
     /// when per-codebook samplers do not match the model's generated codebooks, the pad and
     /// end-of-padding tokens are equal, a delay or `extra_steps` is above
-    /// [`MAX_DELAY`](crate::MAX_DELAY) or `max_consecutive_pads` above
+    /// [`MAX_DELAY`] or `max_consecutive_pads` above
     /// [`MAX_CONSECUTIVE_PADS`]; [`Error::TokenOutOfRange`] for a special token outside
     /// the model's text vocabulary.
     pub fn new(mut model: LmModel, config: TtsConfig, samplers: Samplers) -> Result<Self> {
