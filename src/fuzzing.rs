@@ -113,6 +113,17 @@ fn drive(mut chain: kyutai_sampling::Chain, logits: &[f32], history: &[u32]) {
     assert_typed("sample_detailed", &detailed);
 }
 
+/// Builds the chain of `config` and, when it builds, [`drive`]s it on the logits and history
+/// encoded in `rest`.
+fn build_and_drive(config: &ChainConfig, rest: &[u8]) {
+    let built = config.build();
+    assert_typed("build", &built);
+    if let Ok(chain) = built {
+        let (logits, history) = logits_and_history(rest);
+        drive(chain, &logits, &history);
+    }
+}
+
 /// `ChainConfig` JSON, NUL, then logits and history (see the module docs). Returns whether the
 /// configuration parsed.
 pub fn chain_config(data: &[u8]) -> bool {
@@ -127,12 +138,7 @@ pub fn chain_config(data: &[u8]) -> bool {
         let back: ChainConfig = serde_json::from_str(&again).expect("a serialised config parses");
         assert_eq!(format!("{back:?}"), format!("{config:?}"));
     }
-    let built = config.build();
-    assert_typed("build", &built);
-    if let Ok(chain) = built {
-        let (logits, history) = logits_and_history(rest);
-        drive(chain, &logits, &history);
-    }
+    build_and_drive(&config, rest);
     true
 }
 
@@ -145,12 +151,7 @@ pub fn generation_config(data: &[u8]) -> bool {
     let parsed = ChainConfig::from_generation_config(json);
     assert_typed("from_generation_config", &parsed);
     let Ok(config) = parsed else { return false };
-    let built = config.build();
-    assert_typed("build", &built);
-    if let Ok(chain) = built {
-        let (logits, history) = logits_and_history(rest);
-        drive(chain, &logits, &history);
-    }
+    build_and_drive(&config, rest);
     true
 }
 

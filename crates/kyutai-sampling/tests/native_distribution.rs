@@ -9,7 +9,7 @@
 mod native_support;
 
 use kyutai_sampling::{NativeSampler, Sampler, Sampling, SamplingError};
-use native_support::{assert_fits, counts, reference, spread_logits, variants};
+use native_support::{assert_fits, counts, reference, spread_logits, variants, with_temperature};
 
 const DRAWS: usize = 100_000;
 
@@ -315,7 +315,7 @@ fn tiny_temperatures_draw_among_the_maxima_only() {
     logits[second + 1] = max - 1e-5; // and a close third
     for temperature in [1e-6, 1e-7] {
         for (seed, sampling) in variants().into_iter().enumerate() {
-            let sampling = with_temperature(sampling, temperature);
+            let sampling = with_temperature(&sampling, temperature);
             let probs = reference(&logits, &sampling);
             // The two maxima, and under T = 1e-6 the close third (e^-10 of a maximum; under
             // T = 1e-7, e^-100 is below the engine's 2^-127 and exactly 0).
@@ -333,7 +333,7 @@ fn huge_temperatures_are_uniform_over_the_unmasked_tokens() {
     logits[30] = f32::NEG_INFINITY;
     for temperature in [1e5, 1e6] {
         for (seed, sampling) in variants().into_iter().enumerate() {
-            let sampling = with_temperature(sampling, temperature);
+            let sampling = with_temperature(&sampling, temperature);
             check(100 + seed as u64, sampling, &logits, 8_000);
         }
     }
@@ -353,7 +353,7 @@ fn extreme_logits_at_the_largest_temperature() {
         -f32::MAX,
     ];
     for (seed, sampling) in variants().into_iter().enumerate() {
-        let sampling = with_temperature(sampling, 1e6);
+        let sampling = with_temperature(&sampling, 1e6);
         let probs = reference(&logits, &sampling);
         let kept: Vec<usize> = (0..logits.len()).filter(|&i| probs[i] > 0.0).collect();
         assert!(kept == [0, 4] || kept == [0], "{sampling:?}: {kept:?}");
@@ -362,7 +362,7 @@ fn extreme_logits_at_the_largest_temperature() {
     // The tester's case: T = 3e38 is now out of bounds (it drew a token of probability 0.067
     // never, because `x - max` had overflowed before scaling).
     for sampling in variants() {
-        let sampling = with_temperature(sampling, 3e38);
+        let sampling = with_temperature(&sampling, 3e38);
         assert!(matches!(
             NativeSampler::from_sampling(0, sampling),
             Err(SamplingError::InvalidParameter {
@@ -370,21 +370,6 @@ fn extreme_logits_at_the_largest_temperature() {
                 ..
             })
         ));
-    }
-}
-
-fn with_temperature(sampling: Sampling, t: f64) -> Sampling {
-    match sampling {
-        Sampling::All { .. } => Sampling::All { temperature: t },
-        Sampling::GumbelSoftmax { .. } => Sampling::GumbelSoftmax { temperature: t },
-        Sampling::TopK { k, .. } => Sampling::TopK { k, temperature: t },
-        Sampling::TopP { p, .. } => Sampling::TopP { p, temperature: t },
-        Sampling::TopKThenTopP { k, p, .. } => Sampling::TopKThenTopP {
-            k,
-            p,
-            temperature: t,
-        },
-        Sampling::ArgMax => Sampling::ArgMax,
     }
 }
 

@@ -11,25 +11,10 @@ use kyutai_sampling::{
     ChainConfig, Convention, LogitsProcessorSampler, NativeSampler, RepetitionPenalty, Sampler,
     Sampling, SamplingConfig, SamplingError,
 };
-use native_support::{assert_fits, counts};
+use native_support::{assert_fits, counts, with_temperature};
 
 fn tensor(values: &[f32]) -> Tensor {
     Tensor::new(values, &Device::Cpu).unwrap()
-}
-
-fn with_temperature(sampling: &Sampling, t: f64) -> Sampling {
-    match *sampling {
-        Sampling::ArgMax => Sampling::ArgMax,
-        Sampling::All { .. } => Sampling::All { temperature: t },
-        Sampling::GumbelSoftmax { .. } => Sampling::GumbelSoftmax { temperature: t },
-        Sampling::TopK { k, .. } => Sampling::TopK { k, temperature: t },
-        Sampling::TopP { p, .. } => Sampling::TopP { p, temperature: t },
-        Sampling::TopKThenTopP { k, p, .. } => Sampling::TopKThenTopP {
-            k,
-            p,
-            temperature: t,
-        },
-    }
 }
 
 /// Every strategy with a temperature, including Gumbel.

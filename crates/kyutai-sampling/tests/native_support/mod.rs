@@ -267,3 +267,19 @@ pub fn variants() -> Vec<Sampling> {
         Sampling::GumbelSoftmax { temperature: 1.0 },
     ]
 }
+
+/// `sampling` with its temperature replaced by `t` (`ArgMax` has none).
+pub fn with_temperature(sampling: &Sampling, t: f64) -> Sampling {
+    match *sampling {
+        Sampling::ArgMax => Sampling::ArgMax,
+        Sampling::All { .. } => Sampling::All { temperature: t },
+        Sampling::GumbelSoftmax { .. } => Sampling::GumbelSoftmax { temperature: t },
+        Sampling::TopK { k, .. } => Sampling::TopK { k, temperature: t },
+        Sampling::TopP { p, .. } => Sampling::TopP { p, temperature: t },
+        Sampling::TopKThenTopP { k, p, .. } => Sampling::TopKThenTopP {
+            k,
+            p,
+            temperature: t,
+        },
+    }
+}
