@@ -47,8 +47,10 @@ use candle_transformers::models::mimi as candle_mimi;
 
 use crate::{Error, Result};
 
+mod checkpoint;
 mod random;
 mod validate;
+use checkpoint::FloatTensors;
 use random::SeededWeights;
 use validate::validate;
 
@@ -94,10 +96,27 @@ impl Mimi {
             });
         }
         let tensors = candle_core::safetensors::load(path, device)?;
-        Self::new(
-            config,
-            VarBuilder::from_tensors(tensors, DType::F32, device),
-        )
+        Self::from_tensors(config, tensors, device)
+    }
+
+    /// Builds a model of configuration `config` from a checkpoint's tensors (candle's Mimi
+    /// layout), in f32 on `device`.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), and [`Error::TensorDType`] naming the first tensor the model
+    /// reads that is not a float tensor (candle would convert it without a word).
+    pub fn from_tensors(
+        config: MimiConfig,
+        tensors: std::collections::HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        let backend = FloatTensors::new(tensors);
+        let vb = VarBuilder::from_backend(Box::new(backend.clone()), DType::F32, device.clone());
+        Self::new(config, vb).map_err(|e| match backend.integer_tensor() {
+            Some((name, found)) => Error::TensorDType { name, found },
+            None => e,
+        })
     }
 
     /// Builds a model of configuration `config` from `vb` (candle's Mimi tensor layout, the

@@ -267,6 +267,38 @@ fn load_reads_a_file_in_candles_layout() {
     assert_eq!(mimi.decode_frames(&frames).unwrap(), expected);
 }
 
+#[test]
+fn integer_checkpoint_tensors_are_rejected_by_name() {
+    // candle's own backend converts an integer tensor to f32 without a word.
+    let mut config = Mimi::small_config(2);
+    config.quantizer_bins = 16;
+    let recorder = Recording::default();
+    let vb = VarBuilder::from_backend(Box::new(recorder.clone()), DType::F32, Device::Cpu);
+    Mimi::new(config.clone(), vb).unwrap();
+    let mut tensors = recorder.tensors.lock().unwrap().clone();
+    let mut frames_ok = Mimi::from_tensors(config.clone(), tensors.clone(), &Device::Cpu).unwrap();
+    assert_eq!(frames_ok.decode_frames(&[vec![1, 2]]).unwrap().len(), 1920);
+    let name = tensors
+        .keys()
+        .find(|k| k.starts_with("decoder."))
+        .unwrap()
+        .clone();
+    let as_int = tensors[&name].to_dtype(DType::I64).unwrap();
+    tensors.insert(name.clone(), as_int);
+    match Mimi::from_tensors(config.clone(), tensors.clone(), &Device::Cpu) {
+        Err(Error::TensorDType { name: n, found }) => {
+            assert_eq!((n, found), (name.clone(), DType::I64));
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // A missing tensor is still candle's error, not a dtype one.
+    tensors.remove(&name);
+    assert!(matches!(
+        Mimi::from_tensors(config, tensors, &Device::Cpu),
+        Err(Error::Candle(_))
+    ));
+}
+
 /// Draws tensors like `SeededWeights` (seed 3) and remembers them.
 #[derive(Clone, Default)]
 struct Recording {
