@@ -33,7 +33,8 @@
 //!
 //! # Errors, not panics
 //!
-//! Parameters are checked when a sampler is built and logits every time one is sampled. Empty
+//! Parameters are checked when a sampler is built, against the bounds of [`limits`] (chosen so
+//! that their f32 forms keep their meaning), and logits every time one is sampled. Empty
 //! logits, a rank other than `[V]` or `[1, V]`, integer dtypes, NaN or `+inf` entries and
 //! all-`-inf` logits are [`SamplingError`]s, for every strategy including `ArgMax`. `-inf` is the
 //! mask value: a token whose logit is `-inf` is never returned. `SamplingError` converts into

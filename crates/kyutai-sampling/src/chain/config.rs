@@ -66,7 +66,8 @@ pub struct ChainConfig {
     /// `false`: greedy over the edited logits (HF's `do_sample`); truncation and temperature are
     /// then skipped.
     pub do_sample: bool,
-    /// Temperature; 1.0 leaves the distribution unchanged.
+    /// Temperature, in `[1e-7, 1e6]` ([`limits`](crate::limits)), or 0 where the convention
+    /// reads it as greedy; 1.0 leaves the distribution unchanged.
     #[serde(deserialize_with = "super::serde_f32::number")]
     pub temperature: f32,
     /// Keep the `top_k` most likely tokens; 0 is off.
@@ -95,7 +96,7 @@ pub struct ChainConfig {
     /// XTC's probability threshold.
     #[serde(deserialize_with = "super::serde_f32::number")]
     pub xtc_threshold: f32,
-    /// Dynamic temperature range (llama.cpp `temp_ext`'s δ); 0.0 is off.
+    /// Dynamic temperature range (llama.cpp `temp_ext`'s δ), at most 1e6; 0.0 is off.
     #[serde(deserialize_with = "super::serde_f32::number")]
     pub dynatemp_range: f32,
     /// Dynamic temperature exponent (κ).
@@ -109,13 +110,13 @@ pub struct ChainConfig {
     /// Mirostat's learning rate η.
     #[serde(deserialize_with = "super::serde_f32::number")]
     pub mirostat_eta: f32,
-    /// CTRL repetition penalty; 1.0 is off.
+    /// CTRL repetition penalty, in `[1e-6, 1e6]`; 1.0 is off.
     #[serde(deserialize_with = "super::serde_f32::number")]
     pub repetition_penalty: f32,
-    /// OpenAI frequency penalty; 0.0 is off.
+    /// OpenAI frequency penalty, in `[-1e6, 1e6]`; 0.0 is off.
     #[serde(deserialize_with = "super::serde_f32::number")]
     pub frequency_penalty: f32,
-    /// OpenAI presence penalty; 0.0 is off.
+    /// OpenAI presence penalty, in `[-1e6, 1e6]`; 0.0 is off.
     #[serde(deserialize_with = "super::serde_f32::number")]
     pub presence_penalty: f32,
     /// Window of the three penalties, in tokens of history; `None` is the whole history.

@@ -5,7 +5,7 @@
 //! `T_max = T + δ`: `T' = T_min + (T_max − T_min) · (H / ln N)^κ`, then `ℓᵢ ← ℓᵢ / T'`.
 //!
 //! # Parameters
-//! `dynatemp_range` (δ) `>= 0`, 0 is off (a plain temperature); `dynatemp_exponent` (κ) finite
+//! `dynatemp_range` (δ) in `[0, 1e6]`, 0 is off (a plain temperature); `dynatemp_exponent` (κ) finite
 //! and `>= 0`; `temperature` (T) `>= 0`.
 //!
 //! # Library rules

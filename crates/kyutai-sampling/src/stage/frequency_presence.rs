@@ -5,8 +5,9 @@
 //! in the window.
 //!
 //! # Parameters
-//! `frequency_penalty`, `presence_penalty`: finite (negative values encourage repeats); 0 is
-//! off. The window is `repeat_last_n`, shared with the repetition penalty.
+//! `frequency_penalty`, `presence_penalty`: in `[-1e6, 1e6]` ([`limits`](crate::limits);
+//! negative values encourage repeats); 0 is off. A result past f32's range stops at
+//! `±f32::MAX`. The window is `repeat_last_n`, shared with the repetition penalty.
 //!
 //! # Library rules
 //! llama.cpp counts over its last `penalty_last_n` accepted tokens and applies these after the

@@ -5,7 +5,7 @@
 //! bans the token.
 //!
 //! # Parameters
-//! `logit_bias`: token id → finite bias. Ids must lie in the vocabulary of the logits (checked at
+//! `logit_bias`: token id → finite bias (a biased logit past f32's range stops at `±f32::MAX`). Ids must lie in the vocabulary of the logits (checked at
 //! sampling: [`TokenOutOfVocab`](crate::SamplingError::TokenOutOfVocab) names the list).
 //!
 //! # Library rules

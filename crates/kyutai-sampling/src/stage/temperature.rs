@@ -4,8 +4,9 @@
 //! `ℓᵢ ← ℓᵢ / T`: `T < 1` sharpens the distribution, `T > 1` flattens it.
 //!
 //! # Parameters
-//! `temperature`: finite, `>= 0`. `0` is only valid where the convention gives it a meaning
-//! (llama.cpp: keep only the most likely token; HF and candle need `do_sample: false` instead).
+//! `temperature`: 0, or in `[1e-7, 1e6]` ([`limits`](crate::limits)). `0` is only valid where
+//! the convention gives it a meaning (llama.cpp: keep only the most likely token; HF and candle
+//! need `do_sample: false` instead). A scaled gap past f32's range stops at `-f32::MAX`.
 //!
 //! # Library rules
 //! * transformers applies it first, before every truncation; candle inside each strategy, also
