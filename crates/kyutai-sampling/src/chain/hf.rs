@@ -64,17 +64,12 @@ fn bad(field: &str, reason: impl Into<String>) -> SamplingError {
     SamplingError::config(field, reason)
 }
 
-/// A number whose `f32` form keeps its meaning: not past `f32`'s range, and not a nonzero
-/// value that rounds to 0.
+/// A number whose `f32` form keeps its meaning (the rule of `ChainConfig`'s own JSON).
 fn as_f32(field: &str, v: &Value) -> Result<f32, SamplingError> {
     let x = v
         .as_f64()
         .ok_or_else(|| bad(field, format!("expected a number, got {v}")))?;
-    let y = x as f32;
-    if !y.is_finite() || (y == 0.0 && x != 0.0) {
-        return Err(bad(field, format!("{x} does not fit an f32")));
-    }
-    Ok(y)
+    super::serde_f32::fit(x).map_err(|reason| bad(field, reason))
 }
 
 fn as_usize(field: &str, v: &Value) -> Result<usize, SamplingError> {

@@ -10,7 +10,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `x` as an `f32`, or why it does not fit.
-fn fit(x: f64) -> Result<f32, String> {
+pub(super) fn fit(x: f64) -> Result<f32, String> {
     let y = x as f32;
     if !y.is_finite() || (y == 0.0 && x != 0.0) {
         Err(format!(
