@@ -77,3 +77,17 @@ pub use logits_processor::LogitsProcessorSampler;
 pub use native::NativeSampler;
 pub use repetition_penalty::RepetitionPenalty;
 pub use sampler::{greedy, BoxSampler, Sampler, SamplerExt};
+
+/// Test hooks for the compiled forms of the dense passes (not part of the API).
+#[doc(hidden)]
+pub mod __simd {
+    /// Forces the portable form (`true`) or the best one the CPU runs (`false`), process-wide.
+    pub fn force_portable(portable: bool) {
+        crate::native::force_portable(portable)
+    }
+
+    /// The form in use: `"portable"` or `"avx2"`.
+    pub fn level() -> &'static str {
+        crate::native::level_name()
+    }
+}

@@ -103,6 +103,27 @@ pub fn validate_logits(logits: &[f32]) -> Result<(), SamplingError> {
 /// The common case is one branch-free pass over independent lanes that the compiler turns into
 /// SIMD max and compare instructions; the offending index is searched for only on failure.
 pub(crate) fn max_logit(logits: &[f32]) -> Result<f32, SamplingError> {
+    match crate::native::dispatch::level() {
+        #[cfg(target_arch = "x86_64")]
+        crate::native::dispatch::Level::Avx2 => {
+            // SAFETY: `level` returns `Avx2` only when the CPU has AVX2 and FMA (detected at run
+            // time), which is all `max_logit_avx2` requires.
+            unsafe { max_logit_avx2(logits) }
+        }
+        _ => max_logit_portable(logits),
+    }
+}
+
+/// [`max_logit`] compiled with AVX2 and FMA enabled (the same code, so the same result).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn max_logit_avx2(logits: &[f32]) -> Result<f32, SamplingError> {
+    max_logit_portable(logits)
+}
+
+/// [`max_logit`] compiled for the baseline target.
+#[inline(always)]
+fn max_logit_portable(logits: &[f32]) -> Result<f32, SamplingError> {
     if logits.is_empty() {
         return Err(SamplingError::EmptyLogits);
     }

@@ -1,11 +1,13 @@
 //! [`NativeSampler`]: candle's sampling distributions, drawn in O(vocab) without sorting,
 //! without allocating and from a portable, seeded random stream.
 
+pub(crate) mod dispatch;
 mod draw;
 mod select;
 mod view;
 mod weights;
 
+pub(crate) use dispatch::{force_portable, level_name};
 pub(crate) use draw::unit;
 pub(crate) use select::{Candidate, Moments};
 pub(crate) use view::View;
