@@ -81,13 +81,24 @@ pub use sampler::{greedy, BoxSampler, Sampler, SamplerExt};
 /// Test hooks for the compiled forms of the dense passes (not part of the API).
 #[doc(hidden)]
 pub mod __simd {
-    /// Forces the portable form (`true`) or the best one the CPU runs (`false`), process-wide.
+    /// Forces the portable form (`true`) or the one chosen at start-up (`false`), process-wide.
     pub fn force_portable(portable: bool) {
-        crate::native::force_portable(portable)
+        crate::native::dispatch::force_portable(portable)
     }
 
-    /// The form in use: `"portable"` or `"avx2"`.
+    /// Switches to the form named `name` (`"portable"`, `"avx2"`, `"avx512"`), process-wide;
+    /// `false` when this CPU does not run it.
+    pub fn force(name: &str) -> bool {
+        crate::native::dispatch::force(name)
+    }
+
+    /// The forms this CPU runs, narrowest first.
+    pub fn available() -> Vec<&'static str> {
+        crate::native::dispatch::available()
+    }
+
+    /// The form in use.
     pub fn level() -> &'static str {
-        crate::native::level_name()
+        crate::native::dispatch::level_name()
     }
 }

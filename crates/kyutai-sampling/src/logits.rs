@@ -110,24 +110,42 @@ pub(crate) fn max_logit(logits: &[f32]) -> Result<f32, SamplingError> {
             // time), which is all `max_logit_avx2` requires.
             unsafe { max_logit_avx2(logits) }
         }
-        _ => max_logit_portable(logits),
+        #[cfg(target_arch = "x86_64")]
+        crate::native::dispatch::Level::Avx512 => {
+            // SAFETY: `level` returns `Avx512` only when the CPU has AVX-512 F, BW and VL, AVX2
+            // and FMA (detected at run time), which is all `max_logit_avx512` requires.
+            unsafe { max_logit_avx512(logits) }
+        }
+        crate::native::dispatch::Level::Portable => max_logit_portable(logits),
     }
 }
 
-/// [`max_logit`] compiled with AVX2 and FMA enabled (the same code, so the same result).
+/// [`max_logit`] compiled with AVX-512 enabled, with 64 lanes (four 512-bit vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn max_logit_avx512(logits: &[f32]) -> Result<f32, SamplingError> {
+    max_logit_lanes::<64>(logits)
+}
+
+/// [`max_logit`] compiled with AVX2 and FMA enabled, with 32 lanes (four 256-bit vectors of
+/// maxima in flight). The maximum does not depend on the lanes, so the result is the same.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn max_logit_avx2(logits: &[f32]) -> Result<f32, SamplingError> {
-    max_logit_portable(logits)
+    max_logit_lanes::<32>(logits)
 }
 
 /// [`max_logit`] compiled for the baseline target.
-#[inline(always)]
 fn max_logit_portable(logits: &[f32]) -> Result<f32, SamplingError> {
+    max_logit_lanes::<16>(logits)
+}
+
+/// [`max_logit`] over `LANES` independent lanes.
+#[inline(always)]
+fn max_logit_lanes<const LANES: usize>(logits: &[f32]) -> Result<f32, SamplingError> {
     if logits.is_empty() {
         return Err(SamplingError::EmptyLogits);
     }
-    const LANES: usize = 16;
     let mut max = [f32::NEG_INFINITY; LANES];
     let mut nan = [0u32; LANES];
     let mut chunks = logits.chunks_exact(LANES);
@@ -142,9 +160,11 @@ fn max_logit_portable(logits: &[f32]) -> Result<f32, SamplingError> {
         max[0] = if x > max[0] { x } else { max[0] };
         nan[0] |= u32::from(x.is_nan());
     }
+    // `+ 0.0` reports a zero maximum as `+0.0`, whichever lane saw which zero first.
     let max = max
         .iter()
-        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+        + 0.0;
     if nan.iter().any(|&n| n != 0) || max == f32::INFINITY {
         if let Some((index, &value)) = logits
             .iter()

@@ -129,8 +129,13 @@ fn run(cases: &[(Vec<f32>, Vec<u32>)]) -> Vec<String> {
 
 #[test]
 fn every_form_matches_the_portable_one_bit_for_bit() {
+    // Under `KYUTAI_SAMPLING_SIMD=portable` (a CI step) the form chosen at start-up is the
+    // portable one.
+    if std::env::var("KYUTAI_SAMPLING_SIMD").is_ok_and(|v| v == "portable") {
+        assert_eq!(kyutai_sampling::__simd::level(), "portable");
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let cases: Vec<(Vec<f32>, Vec<u32>)> = [1usize, 7, 16, 33, 2048, 3001, 32000, 128256]
+    let mut cases: Vec<(Vec<f32>, Vec<u32>)> = [1usize, 7, 16, 33, 2048, 3001, 32000, 128256]
         .iter()
         .map(|&len| {
             let l = logits(&mut rng, len);
@@ -140,18 +145,43 @@ fn every_form_matches_the_portable_one_bit_for_bit() {
             (l, h)
         })
         .collect();
-    kyutai_sampling::__simd::force_portable(true);
-    assert_eq!(kyutai_sampling::__simd::level(), "portable");
-    let portable = run(&cases);
-    kyutai_sampling::__simd::force_portable(false);
-    let best = kyutai_sampling::__simd::level();
+    // Signed zeros as the maximum, and the errors (a NaN, a `+inf`, everything masked).
+    let mut zeros = vec![-1.0f32; 300];
+    zeros[17] = -0.0;
+    zeros[200] = 0.0;
+    cases.push((zeros, vec![3]));
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut l = logits(&mut rng, 1000);
+        l[613] = bad;
+        cases.push((l, vec![]));
+    }
+    cases.push((vec![f32::NEG_INFINITY; 100], vec![]));
+
+    let available = kyutai_sampling::__simd::available();
+    assert_eq!(available.first(), Some(&"portable"));
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        assert_eq!(best, "avx2", "the comparison must involve the fast form");
+        assert!(available.contains(&"avx2"), "{available:?}");
     }
-    let fast = run(&cases);
-    assert_eq!(portable.len(), fast.len());
-    for (a, b) in portable.iter().zip(&fast) {
-        assert_eq!(a, b, "{best} differs from portable");
+    let results: Vec<(&str, Vec<String>)> = available
+        .iter()
+        .map(|&form| {
+            assert!(kyutai_sampling::__simd::force(form));
+            assert_eq!(kyutai_sampling::__simd::level(), form);
+            let mut out = run(&cases);
+            for (l, _) in &cases {
+                out.push(format!("{:?}", kyutai_sampling::validate_logits(l)));
+            }
+            (form, out)
+        })
+        .collect();
+    assert!(!kyutai_sampling::__simd::force("no-such-form"));
+    kyutai_sampling::__simd::force_portable(false);
+    let (_, portable) = &results[0];
+    for (form, out) in &results[1..] {
+        assert_eq!(portable.len(), out.len());
+        for (a, b) in portable.iter().zip(out) {
+            assert_eq!(a, b, "{form} differs from portable");
+        }
     }
 }

@@ -109,6 +109,8 @@ struct Work {
     draft_history: Vec<u32>,
     /// The residual distribution of a rejected draft token.
     residual: Vec<f64>,
+    /// The patched copy of densely edited logits (see `View::edited_in`).
+    patched: Vec<f32>,
 }
 
 /// A sampled token and how likely it was.
@@ -302,6 +304,7 @@ impl Chain {
             typical,
             bins,
             mask,
+            patched,
             ..
         } = &mut self.work;
         let plan = &mut self.plan;
@@ -324,7 +327,7 @@ impl Chain {
         let view = if entries.is_empty() {
             View::plain(logits)
         } else {
-            View::edited(logits, entries)
+            View::edited_in(logits, entries, patched)
         };
 
         // The constraint's mask, before any stage.

@@ -2,49 +2,99 @@
 //!
 //! Every form runs the same code with the same operation order (the kernels are generic code
 //! inlined into a function compiled for the features), so every form gives bit-identical
-//! weights, sums and tokens. `KYUTAI_SAMPLING_SIMD=portable` forces the baseline form.
+//! weights, sums and tokens: only the width of the vectors changes. Rust never fuses a
+//! multiplication and an addition into an FMA on its own, and the kernels' lanes fix the order of
+//! every sum. The one exception is the maximum pass, which uses more lanes in wider forms: a
+//! maximum does not depend on the order it is taken in (a zero maximum is reported as `+0.0`).
+//!
+//! `KYUTAI_SAMPLING_SIMD=portable` (or `avx2`) caps the form chosen at the start of the process.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// A compiled form of the dense passes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A compiled form of the dense passes, from the narrowest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Level {
-    /// Baseline code for the target (SSE2 on x86-64).
+    /// Baseline code for the target (SSE2 on x86-64, NEON on aarch64).
     Portable,
     /// AVX2 and FMA (x86-64).
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX-512 F, BW and VL, with AVX2 and FMA (x86-64).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Level {
+    /// Every form, narrowest first.
+    const ALL: &'static [Level] = &[
+        Level::Portable,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Level::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => "avx512",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Level::Portable => 1,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => 2,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Level {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|l| l.code() == code)
+            .unwrap_or(Level::Portable)
+    }
+
+    /// Whether this CPU runs the form.
+    fn supported(self) -> bool {
+        match self {
+            Level::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => {
+                Level::Avx2.supported()
+                    && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+            }
+        }
+    }
 }
 
 const UNSET: u8 = 0;
 static LEVEL: AtomicU8 = AtomicU8::new(UNSET);
 
-fn encode(level: Level) -> u8 {
-    match level {
-        Level::Portable => 1,
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => 2,
-    }
-}
-
-fn decode(code: u8) -> Level {
-    match code {
-        #[cfg(target_arch = "x86_64")]
-        2 => Level::Avx2,
-        _ => Level::Portable,
-    }
-}
-
-/// The best form this CPU runs, unless the environment asks for the portable one.
+/// The widest form this CPU runs, capped by `KYUTAI_SAMPLING_SIMD` when it names a form.
 fn detect() -> Level {
-    if std::env::var_os("KYUTAI_SAMPLING_SIMD").is_some_and(|v| v == "portable") {
-        return Level::Portable;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        return Level::Avx2;
-    }
-    Level::Portable
+    let cap = std::env::var("KYUTAI_SAMPLING_SIMD")
+        .ok()
+        .and_then(|name| Level::ALL.iter().copied().find(|l| l.name() == name));
+    Level::ALL
+        .iter()
+        .copied()
+        .filter(|&l| cap.is_none_or(|cap| l <= cap) && l.supported())
+        .max()
+        .unwrap_or(Level::Portable)
 }
 
 /// The form in use.
@@ -53,30 +103,41 @@ pub(crate) fn level() -> Level {
     match LEVEL.load(Ordering::Relaxed) {
         UNSET => {
             let level = detect();
-            LEVEL.store(encode(level), Ordering::Relaxed);
+            LEVEL.store(level.code(), Ordering::Relaxed);
             level
         }
-        code => decode(code),
+        code => Level::from_code(code),
     }
 }
 
-/// Forces the portable form (`true`) or the best detected one (`false`) from now on: the test
-/// hook behind [`crate::__simd::force_portable`].
+/// The names of the forms this CPU runs, narrowest first.
+pub(crate) fn available() -> Vec<&'static str> {
+    Level::ALL
+        .iter()
+        .filter(|l| l.supported())
+        .map(|l| l.name())
+        .collect()
+}
+
+/// Switches to the form named `name` from now on; `false` (and no change) when this CPU does not
+/// run it or no form has that name.
+pub(crate) fn force(name: &str) -> bool {
+    match Level::ALL.iter().find(|l| l.name() == name) {
+        Some(&level) if level.supported() => {
+            LEVEL.store(level.code(), Ordering::Relaxed);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Forces the portable form (`true`) or the one chosen at start-up (`false`) from now on.
 pub(crate) fn force_portable(portable: bool) {
-    let level = if portable {
-        Level::Portable
-    } else {
-        LEVEL.store(UNSET, Ordering::Relaxed);
-        detect()
-    };
-    LEVEL.store(encode(level), Ordering::Relaxed);
+    let level = if portable { Level::Portable } else { detect() };
+    LEVEL.store(level.code(), Ordering::Relaxed);
 }
 
 /// The name of the form in use.
 pub(crate) fn level_name() -> &'static str {
-    match level() {
-        Level::Portable => "portable",
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => "avx2",
-    }
+    level().name()
 }

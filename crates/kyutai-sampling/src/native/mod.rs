@@ -7,7 +7,6 @@ mod select;
 mod view;
 mod weights;
 
-pub(crate) use dispatch::{force_portable, level_name};
 pub(crate) use draw::unit;
 pub(crate) use select::{Candidate, Moments};
 pub(crate) use view::View;
@@ -22,7 +21,7 @@ use crate::logits::with_logits;
 use crate::params::{check_sampling, sampling_from_options};
 use crate::{Sampler, SamplingError};
 pub(crate) use select::GROUP;
-use select::{by_rank, gather_groups, top_k_floor, Collect, Gather, GroupScan, Scan};
+use select::{by_rank, gather_groups, top_k_floor, Collect, Gather, GroupScan, Scan, Spread};
 use view::{normalise_edits, EditBuffer};
 use weights::{StoreWeights, SumWeights, BLOCK};
 
@@ -439,7 +438,14 @@ pub(crate) fn top_candidates<'w>(
     let mut scan = GroupScan::new(groups);
     view.visit(&mut scan);
     let max = scan.finish(view)?;
-    let floor = top_k_floor(groups, k, floor);
+    let floor = if groups.len() < k {
+        // Fewer groups than candidates: the distances to the maximum bound the search instead.
+        let mut spread = Spread::new(max);
+        view.visit(&mut spread);
+        spread.floor(k)
+    } else {
+        top_k_floor(groups, k, floor)
+    };
     let mut gather = Gather::new(k, floor, keys, candidates);
     gather_groups(view, groups, floor, &mut gather);
     Ok((gather.finish(view)?, max))
@@ -454,15 +460,12 @@ fn top_k(
     rng: &mut ChaCha8Rng,
 ) -> Result<Option<usize>, SamplingError> {
     let (top, max) = top_candidates(work, view, k)?;
-    let total: f64 = top
-        .iter()
-        .map(|&(x, _)| f64::from(weight(x, max, scale)))
-        .sum();
+    for candidate in top.iter_mut() {
+        candidate.0 = weight(candidate.0, max, scale);
+    }
+    let total: f64 = top.iter().map(|&(w, _)| f64::from(w)).sum();
     let target = draw::unit(rng) * total;
-    Ok(walk(
-        top.iter().map(|&(x, token)| (weight(x, max, scale), token)),
-        target,
-    ))
+    Ok(walk(top.iter().copied(), target))
 }
 
 /// `TopKThenTopP` with `k` below the vocabulary: the top `k`, the total weight of the vocabulary
@@ -538,10 +541,12 @@ impl Sampler for NativeSampler {
         _history: &[u32],
     ) -> Result<u32, SamplingError> {
         let mut buffer = std::mem::take(&mut self.work.edits);
+        let mut copy = std::mem::take(&mut buffer.copy);
         let token = {
             let edits = normalise_edits(edits, logits.len(), &mut buffer);
-            self.draw(View::edited(logits, edits))
+            self.draw(View::edited_in(logits, edits, &mut copy))
         };
+        buffer.copy = copy;
         self.work.edits = buffer;
         token
     }

@@ -42,23 +42,26 @@ fn invalid(view: &View<'_>) -> SamplingError {
 
 /// Validation and maximum in one pass.
 ///
-/// NaN is tracked per lane; `+inf` shows up as the maximum. Both are errors.
+/// NaN is tracked per lane; `+inf` shows up as the maximum. Both are errors. Two chunks are
+/// read per step into two sets of lanes, so that 256-bit vectors have enough independent maxima
+/// in flight; the maximum does not depend on the order in which it is taken (a zero maximum is
+/// reported as `+0.0`).
 pub(crate) struct Scan {
-    nan: [u32; LANES],
-    max: [f32; LANES],
+    nan: [u32; 2 * LANES],
+    max: [f32; 2 * LANES],
 }
 
 impl Scan {
     pub(crate) fn new() -> Self {
         Self {
-            nan: [0; LANES],
-            max: [f32::NEG_INFINITY; LANES],
+            nan: [0; 2 * LANES],
+            max: [f32::NEG_INFINITY; 2 * LANES],
         }
     }
 
     /// The largest logit, or the view's error.
     pub(crate) fn finish(self, view: &View<'_>) -> Result<f32, SamplingError> {
-        let max = self.max.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = self.max.iter().copied().fold(f32::NEG_INFINITY, f32::max) + 0.0;
         if max == f32::INFINITY || self.nan.iter().any(|&n| n != 0) {
             return Err(invalid(view));
         }
@@ -69,16 +72,30 @@ impl Scan {
     }
 }
 
+/// Folds `values` (a multiple of `nan.len()` long) into per-lane NaN flags and maxima.
+#[inline(always)]
+fn fold_lanes<const L: usize>(nan: &mut [u32; L], max: &mut [f32; L], values: &[f32]) {
+    for chunk in values.chunks_exact(L) {
+        for ((n, m), &x) in nan.iter_mut().zip(max.iter_mut()).zip(chunk) {
+            *n |= u32::from(x.is_nan());
+            // Never NaN: a NaN `x` loses the comparison.
+            *m = if x > *m { x } else { *m };
+        }
+    }
+}
+
 impl Visit for Scan {
     #[inline(always)]
     fn run(&mut self, _start: usize, values: &[f32]) {
         let (mut nan, mut max) = (self.nan, self.max);
-        for chunk in values.chunks_exact(LANES) {
-            for ((n, m), &x) in nan.iter_mut().zip(max.iter_mut()).zip(chunk) {
-                *n |= u32::from(x.is_nan());
-                // Never NaN: a NaN `x` loses the comparison.
-                *m = if x > *m { x } else { *m };
-            }
+        let pairs = values.len() / (2 * LANES) * (2 * LANES);
+        let (body, rest) = values.split_at(pairs);
+        fold_lanes(&mut nan, &mut max, body);
+        if let (Some(n), Some(m)) = (
+            nan.first_chunk_mut::<LANES>(),
+            max.first_chunk_mut::<LANES>(),
+        ) {
+            fold_lanes(n, m, rest);
         }
         (self.nan, self.max) = (nan, max);
     }
@@ -200,6 +217,96 @@ pub(crate) fn top_k_floor(groups: &[f32], keep: usize, scratch: &mut Vec<f32>) -
     let (_, kth, _) = scratch
         .select_nth_unstable_by(keep - 1, |a, b| b.partial_cmp(a).unwrap_or(Ordering::Equal));
     *kth
+}
+
+/// Buckets of the [`Spread`] histogram.
+pub(crate) const SPREAD_BUCKETS: usize = 160;
+/// `bits(d) >> 20` of the smallest distance with a bucket of its own (`2^-10`): distances below it
+/// share bucket 0, and distances from `2^10` on (and `-inf` logits) share the last bucket.
+const SPREAD_BASE: u32 = 117 << 3;
+
+/// The bucket of logit `x` when the largest logit is `max`: the top bits (exponent and three
+/// mantissa bits) of the distance `max - x`, so eight buckets per octave of distance. Rounding is
+/// monotone and so are a non-negative float's bits, so a larger logit never lands in a later
+/// bucket: the logits of buckets `0..=b` are exactly the logits at least some value.
+#[inline(always)]
+fn spread_bucket(x: f32, max: f32) -> u32 {
+    let bits = (max - x).to_bits() >> 20;
+    bits.saturating_sub(SPREAD_BASE)
+        .min(SPREAD_BUCKETS as u32 - 1)
+}
+
+/// A histogram of the distances of the logits below the maximum (run after a scan, which found
+/// the maximum and validated the view): the floor it gives bounds the top-k search when there
+/// are too few groups for [`top_k_floor`] to bound it (a `k` that is a large fraction of a small
+/// vocabulary, such as Moshi's `k = 250` over a 2048-code codebook).
+pub(crate) struct Spread {
+    max: f32,
+    counts: [u32; SPREAD_BUCKETS],
+}
+
+impl Spread {
+    pub(crate) fn new(max: f32) -> Self {
+        Self {
+            max,
+            counts: [0; SPREAD_BUCKETS],
+        }
+    }
+
+    /// A lower bound on the `keep` best logits (`-inf` when the histogram cannot give one): the
+    /// smallest value that every logit of the first buckets holding `keep` logits reaches.
+    pub(crate) fn floor(&self, keep: usize) -> f32 {
+        let mut total = 0usize;
+        for (b, &count) in (0u32..).zip(&self.counts) {
+            total = total.saturating_add(count as usize);
+            if total >= keep {
+                if b + 1 >= SPREAD_BUCKETS as u32 {
+                    // The last bucket is open-ended (and holds the masked logits).
+                    return f32::NEG_INFINITY;
+                }
+                // A logit `x` of bucket `b` or below has `fl(max - x) < hi`; rounding to nearest
+                // (exact for subnormal differences) then gives `max - x < hi * (1 + 2^-23)`,
+                // so `x > max - hi * (1 + 2^-22) = t`, exactly in reals. f64 holds `hi * (1 +
+                // 2^-22)` exactly, and rounding `t` to f64 then down to f32 is monotone, so `x`,
+                // being an f32 above `t`, is at least the result.
+                let hi = f32::from_bits((b + 1 + SPREAD_BASE) << 20);
+                let t = f64::from(self.max) - f64::from(hi) * (1.0 + f64::powi(2.0, -22));
+                let floor = t as f32;
+                return if f64::from(floor) > t {
+                    floor.next_down()
+                } else {
+                    floor
+                };
+            }
+        }
+        f32::NEG_INFINITY
+    }
+}
+
+impl Visit for Spread {
+    #[inline(always)]
+    fn run(&mut self, _start: usize, values: &[f32]) {
+        let max = self.max;
+        for chunk in values.chunks_exact(LANES) {
+            let mut buckets = [0u32; LANES];
+            for (b, &x) in buckets.iter_mut().zip(chunk) {
+                *b = spread_bucket(x, max);
+            }
+            for &b in &buckets {
+                if let Some(count) = self.counts.get_mut(b as usize) {
+                    *count += 1;
+                }
+            }
+        }
+    }
+
+    fn tail(&mut self, _start: usize, values: &[f32]) {
+        for &x in values {
+            if let Some(count) = self.counts.get_mut(spread_bucket(x, self.max) as usize) {
+                *count += 1;
+            }
+        }
+    }
 }
 
 /// The largest f32 below `x` (`-inf` stays `-inf`).
@@ -850,6 +957,77 @@ mod tests {
         assert_eq!(just_below(-1.0), f32::from_bits((-1.0f32).to_bits() + 1));
         assert!(just_below(0.0) < 0.0 && just_below(-0.0) < 0.0);
         assert_eq!(just_below(f32::NEG_INFINITY), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn spread_floor_bounds_the_top_k_exactly() {
+        let (mut keys, mut out) = (Vec::new(), Vec::new());
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        // Scales from tiny to near f32::MAX, with ties, masks and huge offsets.
+        for case in 0..400u32 {
+            let len = 1 + (rng.next_u32() % 3000) as usize;
+            let scale = [1e-6f32, 0.05, 1.0, 30.0, 1e6, 1e30, 3e38][(case % 7) as usize];
+            let offset = [0.0f32, 1e7, -1e30, 3e38][(case / 7 % 4) as usize];
+            let logits: Vec<f32> = (0..len)
+                .map(|_| match rng.next_u32() % 20 {
+                    0 => f32::NEG_INFINITY,
+                    1 => offset,
+                    _ => {
+                        let u = (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32;
+                        (offset - u * scale).max(f32::MIN)
+                    }
+                })
+                .collect();
+            let view = View::plain(&logits);
+            let mut scan = Scan::new();
+            view.visit(&mut scan);
+            let Ok(max) = scan.finish(&view) else {
+                continue;
+            };
+            let mut spread = Spread::new(max);
+            view.visit(&mut spread);
+            let mut ranked: Vec<Candidate> = logits
+                .iter()
+                .enumerate()
+                .filter(|(_, &x)| x > f32::NEG_INFINITY)
+                .map(|(i, &x)| (x, i as u32))
+                .collect();
+            ranked.sort_by(by_rank);
+            for keep in [1usize, 2, 7, 50, 250, 1000, 5000] {
+                let floor = spread.floor(keep);
+                if let Some(&(kth, _)) = ranked.get(keep - 1) {
+                    assert!(floor <= kth, "case {case} keep {keep}: {floor} > {kth}");
+                }
+                let mut gather = Gather::new(keep, floor, &mut keys, &mut out);
+                view.visit(&mut gather);
+                let got: Vec<Candidate> = gather.finish(&view).unwrap().clone();
+                let got: Vec<Candidate> = got.iter().map(|&(x, i)| (x + 0.0, i)).collect();
+                let expected: Vec<Candidate> = ranked
+                    .iter()
+                    .take(keep)
+                    .map(|&(x, i)| (x + 0.0, i))
+                    .collect();
+                assert_eq!(got, expected, "case {case} keep {keep}");
+            }
+        }
+    }
+
+    #[test]
+    fn spread_floor_is_tight_for_a_large_k_over_a_small_vocabulary() {
+        // Moshi's audio sampler: k = 250 of 2048 codes, logits spread over a few tens.
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let logits: Vec<f32> = (0..2048)
+            .map(|_| (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * -20.0)
+            .collect();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut spread = Spread::new(max);
+        View::plain(&logits).visit(&mut spread);
+        let floor = spread.floor(250);
+        let above = logits.iter().filter(|&&x| x >= floor).count();
+        assert!(
+            (250..=400).contains(&above),
+            "{above} logits reach the floor {floor}"
+        );
     }
 
     #[test]
