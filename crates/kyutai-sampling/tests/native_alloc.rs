@@ -66,6 +66,11 @@ fn all_variants() -> Vec<Sampling> {
         p: 0.02,
         temperature: 1.0,
     });
+    // Moshi's audio sampler: more candidates than groups (the distance-histogram bound).
+    v.push(Sampling::TopK {
+        k: 250,
+        temperature: 0.8,
+    });
     v
 }
 

@@ -73,7 +73,9 @@ use weights::{StoreWeights, SumWeights, BLOCK};
 ///
 /// * `ArgMax`: a pass for the maximum, then a search that stops at its first occurrence;
 /// * `TopK`: a pass that also records the maximum of every group of 64 tokens, then a threshold
-///   search through only the groups whose maximum can be among the top `k`;
+///   search through only the groups whose maximum can be among the top `k`; when `k` exceeds
+///   the number of groups (Moshi's `k = 250` over 2048 codes), a histogram of the distances to
+///   the maximum gives the threshold instead;
 /// * `All` and `GumbelSoftmax`: a pass for the maximum, then one that writes the weights and
 ///   their sums per block of 256 tokens; the draw walks the block sums, then one block;
 /// * `TopP`: the same, then rejection sampling against the full distribution, which is exact and
@@ -411,10 +413,12 @@ fn top_p(
     result
 }
 
-/// `TopK` with `k` below the vocabulary: one threshold scan, then a draw among the `k`.
 /// Validates `view` and finds its `k` best-ranked logits (best first) into the workspace: a scan
 /// that also records the maximum of every group of tokens, then a threshold search through the
-/// groups whose maximum can be in the top `k`. Returns them and the largest logit.
+/// groups whose maximum can be in the top `k`; or, when there are fewer groups than `k`, a scan
+/// for the maximum, a histogram of the distances to it, and a search from the threshold it
+/// gives. Returns them and the largest logit. Afterwards the workspace's group slots hold an
+/// upper bound of each group's maximum (for [`collect_groups`]).
 pub(crate) fn top_candidates<'w>(
     work: &'w mut Workspace,
     view: &View<'_>,
@@ -435,17 +439,28 @@ pub(crate) fn top_candidates<'w>(
         groups.resize(count, 0.0);
     }
     let groups = &mut groups[..count];
+    if count < k {
+        // Fewer groups than candidates, so their maxima cannot bound the search: the distances
+        // to the maximum bound it instead, and tell how many logits reach the bound, so that the
+        // search selects once. (Room for every token is reserved, so that later calls never
+        // allocate.) The group slots get an upper bound of every group, for `collect_groups`.
+        let mut scan = Scan::new();
+        view.visit(&mut scan);
+        let max = scan.finish(view)?;
+        groups.fill(max);
+        let mut spread = Spread::new(max);
+        view.visit(&mut spread);
+        let (floor, reached) = spread.floor(k);
+        keys.reserve(view.len());
+        let mut gather =
+            Gather::with_capacity(k, floor, reached.saturating_add(16), keys, candidates);
+        view.visit(&mut gather);
+        return Ok((gather.finish(view)?, max));
+    }
     let mut scan = GroupScan::new(groups);
     view.visit(&mut scan);
     let max = scan.finish(view)?;
-    let floor = if groups.len() < k {
-        // Fewer groups than candidates: the distances to the maximum bound the search instead.
-        let mut spread = Spread::new(max);
-        view.visit(&mut spread);
-        spread.floor(k)
-    } else {
-        top_k_floor(groups, k, floor)
-    };
+    let floor = top_k_floor(groups, k, floor);
     let mut gather = Gather::new(k, floor, keys, candidates);
     gather_groups(view, groups, floor, &mut gather);
     Ok((gather.finish(view)?, max))

@@ -242,44 +242,49 @@ fn spread_bucket(x: f32, max: f32) -> u32 {
 /// vocabulary, such as Moshi's `k = 250` over a 2048-code codebook).
 pub(crate) struct Spread {
     max: f32,
-    counts: [u32; SPREAD_BUCKETS],
+    /// Four histograms, one per lane modulo 4, so that consecutive increments of one bucket do
+    /// not wait on each other; summed by [`floor`](Self::floor).
+    counts: [[u32; SPREAD_BUCKETS]; 4],
 }
 
 impl Spread {
     pub(crate) fn new(max: f32) -> Self {
         Self {
             max,
-            counts: [0; SPREAD_BUCKETS],
+            counts: [[0; SPREAD_BUCKETS]; 4],
         }
     }
 
     /// A lower bound on the `keep` best logits (`-inf` when the histogram cannot give one): the
-    /// smallest value that every logit of the first buckets holding `keep` logits reaches.
-    pub(crate) fn floor(&self, keep: usize) -> f32 {
+    /// smallest value that every logit of the first buckets holding `keep` logits reaches; and
+    /// how many logits those buckets hold (about as many reach the bound).
+    pub(crate) fn floor(&self, keep: usize) -> (f32, usize) {
         let mut total = 0usize;
-        for (b, &count) in (0u32..).zip(&self.counts) {
-            total = total.saturating_add(count as usize);
+        for b in 0..SPREAD_BUCKETS {
+            let count: usize = self.counts.iter().map(|c| c[b] as usize).sum();
+            total = total.saturating_add(count);
             if total >= keep {
-                if b + 1 >= SPREAD_BUCKETS as u32 {
+                if b + 1 >= SPREAD_BUCKETS {
                     // The last bucket is open-ended (and holds the masked logits).
-                    return f32::NEG_INFINITY;
+                    return (f32::NEG_INFINITY, total);
                 }
                 // A logit `x` of bucket `b` or below has `fl(max - x) < hi`; rounding to nearest
                 // (exact for subnormal differences) then gives `max - x < hi * (1 + 2^-23)`,
                 // so `x > max - hi * (1 + 2^-22) = t`, exactly in reals. f64 holds `hi * (1 +
                 // 2^-22)` exactly, and rounding `t` to f64 then down to f32 is monotone, so `x`,
                 // being an f32 above `t`, is at least the result.
-                let hi = f32::from_bits((b + 1 + SPREAD_BASE) << 20);
+                let hi = f32::from_bits((b as u32 + 1 + SPREAD_BASE) << 20);
                 let t = f64::from(self.max) - f64::from(hi) * (1.0 + f64::powi(2.0, -22));
                 let floor = t as f32;
-                return if f64::from(floor) > t {
+                let floor = if f64::from(floor) > t {
                     floor.next_down()
                 } else {
                     floor
                 };
+                return (floor, total);
             }
         }
-        f32::NEG_INFINITY
+        (f32::NEG_INFINITY, total)
     }
 }
 
@@ -287,14 +292,27 @@ impl Visit for Spread {
     #[inline(always)]
     fn run(&mut self, _start: usize, values: &[f32]) {
         let max = self.max;
+        let [c0, c1, c2, c3] = &mut self.counts;
         for chunk in values.chunks_exact(LANES) {
             let mut buckets = [0u32; LANES];
             for (b, &x) in buckets.iter_mut().zip(chunk) {
                 *b = spread_bucket(x, max);
             }
-            for &b in &buckets {
-                if let Some(count) = self.counts.get_mut(b as usize) {
-                    *count += 1;
+            for quad in buckets.chunks_exact(4) {
+                if let [a, b, c, d] = *quad {
+                    // In range: `spread_bucket` is below SPREAD_BUCKETS.
+                    if let Some(n) = c0.get_mut(a as usize) {
+                        *n += 1;
+                    }
+                    if let Some(n) = c1.get_mut(b as usize) {
+                        *n += 1;
+                    }
+                    if let Some(n) = c2.get_mut(c as usize) {
+                        *n += 1;
+                    }
+                    if let Some(n) = c3.get_mut(d as usize) {
+                        *n += 1;
+                    }
                 }
             }
         }
@@ -302,7 +320,7 @@ impl Visit for Spread {
 
     fn tail(&mut self, _start: usize, values: &[f32]) {
         for &x in values {
-            if let Some(count) = self.counts.get_mut(spread_bucket(x, self.max) as usize) {
+            if let Some(count) = self.counts[0].get_mut(spread_bucket(x, self.max) as usize) {
                 *count += 1;
             }
         }
@@ -503,7 +521,7 @@ impl<'a> Gather<'a> {
     /// How many candidates the buffer holds before it is compacted to `keep`. A small slack keeps
     /// the threshold close to the true k-th value (fewer pushes), at the cost of more frequent
     /// (but small) selections.
-    fn capacity_for(keep: usize) -> usize {
+    pub(crate) fn capacity_for(keep: usize) -> usize {
         keep.saturating_add(32 + keep / 4)
     }
 
@@ -516,7 +534,19 @@ impl<'a> Gather<'a> {
         keys: &'a mut Vec<u64>,
         out: &'a mut Vec<Candidate>,
     ) -> Self {
-        let cap = Self::capacity_for(keep);
+        Self::with_capacity(keep, floor, Self::capacity_for(keep), keys, out)
+    }
+
+    /// [`new`](Self::new), compacting only once `cap` (at least `keep + 1`) candidates are held:
+    /// when about `cap` logits are known to reach `floor`, the search then selects once.
+    pub(crate) fn with_capacity(
+        keep: usize,
+        floor: f32,
+        cap: usize,
+        keys: &'a mut Vec<u64>,
+        out: &'a mut Vec<Candidate>,
+    ) -> Self {
+        let cap = cap.max(keep.saturating_add(1));
         keys.clear();
         keys.reserve(cap);
         out.clear();
@@ -560,8 +590,13 @@ impl<'a> Gather<'a> {
         mut self,
         view: &View<'_>,
     ) -> Result<&'a mut Vec<Candidate>, SamplingError> {
-        self.compact();
+        // Keys are distinct, so selecting then sorting and sorting then truncating agree; a
+        // few extra keys are cheaper to sort than to select away.
+        if self.keys.len() > Self::capacity_for(self.keep) {
+            self.compact();
+        }
         self.keys.sort_unstable_by(|a, b| b.cmp(a));
+        self.keys.truncate(self.keep);
         self.out.extend(self.keys.iter().map(|&k| unkey(k)));
         // A `+inf` is above any threshold below it, so it is among the candidates if present.
         if self.nan.iter().any(|&n| n != 0)
@@ -994,7 +1029,12 @@ mod tests {
                 .collect();
             ranked.sort_by(by_rank);
             for keep in [1usize, 2, 7, 50, 250, 1000, 5000] {
-                let floor = spread.floor(keep);
+                let (floor, count) = spread.floor(keep);
+                let reached = logits.iter().filter(|&&x| x >= floor).count();
+                assert!(
+                    floor == f32::NEG_INFINITY || (count >= keep.min(reached) && count <= reached),
+                    "case {case} keep {keep}: {count} counted, {reached} reach {floor}"
+                );
                 if let Some(&(kth, _)) = ranked.get(keep - 1) {
                     assert!(floor <= kth, "case {case} keep {keep}: {floor} > {kth}");
                 }
@@ -1022,7 +1062,7 @@ mod tests {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut spread = Spread::new(max);
         View::plain(&logits).visit(&mut spread);
-        let floor = spread.floor(250);
+        let (floor, _) = spread.floor(250);
         let above = logits.iter().filter(|&&x| x >= floor).count();
         assert!(
             (250..=400).contains(&above),
