@@ -1,7 +1,9 @@
 //! Per-token cost of a [`Chain`], grouped by vocabulary size, with its contenders in one run.
 //!
 //! In every `chain/{vocab}` group, on the same Zipf-shaped logits (see `benches/sampling.rs`):
-//! * `read_pass/max`: one read of the logits (their maximum), the floor any sampler pays;
+//! * `read_pass/max`: one scalar read of the logits (their maximum, `fold(f32::max)`);
+//! * `read_pass/vectorised`: one vectorised read (the crate's validating maximum pass, with the
+//!   engine's runtime dispatch), the floor any sampler pays;
 //! * `chain/llama_cpp`: [`ChainConfig::llama_cpp`] (top-k 40, top-p 0.95, min-p 0.05,
 //!   temperature 0.8), over 256 tokens of history; also the "without edits" side of
 //!   `chain/llama_cpp+5_edits`;
@@ -193,6 +195,9 @@ fn chain(c: &mut Criterion) {
 
         group.bench_function("read_pass/max", |b| {
             b.iter(|| read_pass(black_box(&values)))
+        });
+        group.bench_function("read_pass/vectorised", |b| {
+            b.iter(|| kyutai_sampling::validate_logits(black_box(&values)))
         });
 
         for (name, config, history) in chains(vocab) {

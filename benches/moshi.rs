@@ -1,4 +1,4 @@
-//! Moshi's own sampling configurations (work in progress for issue 12): the text sampler
+//! Moshi's own sampling configurations: the text sampler
 //! (`TopK { k: 25, temperature: 0.8 }` over 32000 tokens), the audio sampler
 //! (`TopK { k: 250, temperature: 0.8 }` over a 2048-code Mimi codebook) and one depformer step's
 //! worth of audio sampling (8 codebooks of 2048, each with its own history), for candle's

@@ -6,7 +6,10 @@
 //! * `adapter+penalty`: the same wrapped in `RepetitionPenalty` over 64 tokens of history;
 //! * `native`: `NativeSampler` through a `Box<dyn Sampler>`;
 //! * `native+penalty`: the same wrapped in `RepetitionPenalty` over 64 tokens of history;
-//! * `read_pass/max`: one read of the logits (their maximum), the floor any sampler pays.
+//! * `read_pass/max`: one scalar read of the logits (`fold(f32::max)`, which the compiler cannot
+//!   vectorise);
+//! * `read_pass/vectorised`: one vectorised read, the crate's validating maximum pass with the
+//!   engine's runtime dispatch: the floor any sampler pays, which the README's ratios are to.
 //!
 //! Logits are Zipf-shaped (probability of the r-th most likely token proportional to r^-1.1, in
 //! a shuffled order), which is what language-model logits look like, in the `sampling/{vocab}`
@@ -134,6 +137,9 @@ fn sampling(c: &mut Criterion) {
             .collect();
         group.bench_function(BenchmarkId::new("read_pass", "max"), |b| {
             b.iter(|| read_pass(black_box(&values)))
+        });
+        group.bench_function(BenchmarkId::new("read_pass", "vectorised"), |b| {
+            b.iter(|| kyutai_sampling::validate_logits(black_box(&values)))
         });
         for (variant, sampling) in variants() {
             for (name, build) in contenders() {

@@ -41,6 +41,8 @@ pub struct RepetitionPenalty<S> {
     edits: Vec<(u32, f32)>,
     /// Host copy of logits that cannot be read in place (other devices, strided views).
     scratch: Vec<f32>,
+    /// One bit per token: the window's ids, for deduplicating them without a sort.
+    seen: Vec<u64>,
 }
 
 impl<S: Sampler> RepetitionPenalty<S> {
@@ -58,6 +60,7 @@ impl<S: Sampler> RepetitionPenalty<S> {
             context_size,
             edits: Vec::with_capacity(context_size.min(4096)),
             scratch: Vec::new(),
+            seen: Vec::new(),
         })
     }
 
@@ -91,9 +94,43 @@ impl<S: Sampler> RepetitionPenalty<S> {
     }
 }
 
-/// Fills `edits` with the penalised logit of each distinct in-vocabulary id of the window.
-fn penalise(edits: &mut Vec<(u32, f32)>, logits: &[f32], window: &[u32], penalty: f32) {
+/// Fills `edits` with the penalised logit of each distinct in-vocabulary id of the window, in
+/// increasing id order.
+///
+/// When the vocabulary's bitset is not much longer than the window (a 2048-code codebook, or
+/// 32000 tokens under a 64-token window), the ids are marked in it and read back in order, with
+/// no sort; otherwise they are sorted and deduplicated.
+fn penalise(
+    edits: &mut Vec<(u32, f32)>,
+    seen: &mut Vec<u64>,
+    logits: &[f32],
+    window: &[u32],
+    penalty: f32,
+) {
     edits.clear();
+    let words = logits.len().div_ceil(64);
+    if words <= window.len().saturating_mul(8).saturating_add(64) {
+        seen.clear();
+        seen.resize(words, 0);
+        for &id in window {
+            if (id as usize) < logits.len() {
+                if let Some(word) = seen.get_mut(id as usize / 64) {
+                    *word |= 1 << (id % 64);
+                }
+            }
+        }
+        for (base, &word) in (0u32..).step_by(64).zip(seen.iter()) {
+            let mut bits = word;
+            while bits != 0 {
+                let id = base + bits.trailing_zeros();
+                bits &= bits - 1;
+                if let Some(&logit) = logits.get(id as usize) {
+                    edits.push((id, penalised(logit, penalty)));
+                }
+            }
+        }
+        return;
+    }
     edits.extend(
         window
             .iter()
@@ -103,7 +140,9 @@ fn penalise(edits: &mut Vec<(u32, f32)>, logits: &[f32], window: &[u32], penalty
     edits.sort_unstable_by_key(|&(id, _)| id);
     edits.dedup_by_key(|&mut (id, _)| id);
     for (id, value) in edits.iter_mut() {
-        *value = penalised(logits[*id as usize], penalty);
+        if let Some(&logit) = logits.get(*id as usize) {
+            *value = penalised(logit, penalty);
+        }
     }
 }
 
@@ -114,9 +153,10 @@ impl<S: Sampler> Sampler for RepetitionPenalty<S> {
         }
         let logits = to_f32_vector(logits)?;
         let window = &history[history.len().saturating_sub(self.context_size)..];
-        let (inner, edits, penalty) = (&mut self.inner, &mut self.edits, self.penalty);
+        let (inner, edits, seen, penalty) =
+            (&mut self.inner, &mut self.edits, &mut self.seen, self.penalty);
         with_f32_slice(&logits, &mut self.scratch, |values| {
-            penalise(edits, values, window, penalty);
+            penalise(edits, seen, values, window, penalty);
             inner.sample_edited(values, edits, history)
         })
     }
@@ -126,7 +166,7 @@ impl<S: Sampler> Sampler for RepetitionPenalty<S> {
             return self.inner.sample_slice(logits, history);
         }
         let window = &history[history.len().saturating_sub(self.context_size)..];
-        penalise(&mut self.edits, logits, window, self.penalty);
+        penalise(&mut self.edits, &mut self.seen, logits, window, self.penalty);
         self.inner.sample_edited(logits, &self.edits, history)
     }
 
@@ -216,4 +256,50 @@ fn penalised(logit: f32, penalty: f32) -> f32 {
         logit * penalty
     };
     crate::limits::saturate(value, logit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Each distinct in-vocabulary id once, increasing, with candle's rule applied.
+    fn reference(logits: &[f32], window: &[u32], penalty: f32) -> Vec<(u32, f32)> {
+        let mut ids: Vec<u32> = window
+            .iter()
+            .copied()
+            .filter(|&id| (id as usize) < logits.len())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.iter()
+            .map(|&id| (id, penalised(logits[id as usize], penalty)))
+            .collect()
+    }
+
+    #[test]
+    fn the_bitset_and_the_sort_give_the_same_edits() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (mut edits, mut seen) = (Vec::new(), Vec::new());
+        // 2048 and 32000 under a 64-token window take the bitset; 262144 the sort.
+        for (len, window_len, bitset) in [
+            (2048usize, 64usize, true),
+            (32000, 64, true),
+            (262_144, 64, false),
+            (5, 3, true),
+        ] {
+            for _ in 0..20 {
+                let logits: Vec<f32> = (0..len).map(|_| rng.random_range(-5.0..5.0)).collect();
+                // Repeats, and ids past the vocabulary.
+                let window: Vec<u32> = (0..window_len)
+                    .map(|_| rng.random_range(0..(len as u32 + 4).min(len as u32 / 2 + 4)))
+                    .collect();
+                seen.clear();
+                penalise(&mut edits, &mut seen, &logits, &window, 1.3);
+                assert_eq!(edits, reference(&logits, &window, 1.3), "len {len}");
+                assert_eq!(!seen.is_empty(), bitset, "len {len}");
+            }
+        }
+    }
 }
