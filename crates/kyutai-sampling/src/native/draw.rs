@@ -25,26 +25,34 @@ pub(crate) fn gumbel(rng: &mut impl RngCore) -> f64 {
 /// 0 is never returned: should rounding carry the target past the last token of a block, the
 /// block's last positive-weight token is returned. `None` only when every weight is 0.
 pub(crate) fn from_blocks(weights: &[f32], sums: &[f64], total: f64, u: f64) -> Option<usize> {
+    let (b, target) = pick_block(sums, total, u)?;
+    let start = b * BLOCK;
+    let block = weights.get(start..(start + BLOCK).min(weights.len()))?;
+    within(block, start, target)
+}
+
+/// The first step of [`from_blocks`]: the block the target `u * total` falls in and the target
+/// within it (`+inf` when rounding carried it past the end: the last block with any weight).
+pub(crate) fn pick_block(sums: &[f64], total: f64, u: f64) -> Option<(usize, f64)> {
     let mut target = u * total;
     let mut last = None;
     for (b, &sum) in sums.iter().enumerate() {
         if sum > 0.0 {
             last = Some(b);
             if target < sum {
-                return within(weights, b, target);
+                return Some((b, target));
             }
             target -= sum;
         }
     }
     // Rounding carried the target past the end: take the last block with any weight.
-    last.and_then(|b| within(weights, b, f64::INFINITY))
+    last.map(|b| (b, f64::INFINITY))
 }
 
-/// The token of block `b` at which the running sum of its weights first exceeds `target`, or the
-/// block's last positive-weight token when it never does.
-fn within(weights: &[f32], b: usize, target: f64) -> Option<usize> {
-    let start = b * BLOCK;
-    let block = weights.get(start..(start + BLOCK).min(weights.len()))?;
+/// The second step of [`from_blocks`]: the token of `block` (whose first token is `start`) at
+/// which the running sum of its weights first exceeds `target`, or the block's last
+/// positive-weight token when it never does.
+pub(crate) fn within(block: &[f32], start: usize, target: f64) -> Option<usize> {
     let mut acc = 0.0f64;
     let mut last = None;
     for (i, &w) in block.iter().enumerate() {
@@ -68,7 +76,9 @@ fn within(weights: &[f32], b: usize, target: f64) -> Option<usize> {
 /// of its value; so this is the argmax of `ln w_i + g_i` over the whole vocabulary, in law, with
 /// `V / BLOCK + BLOCK` variates instead of `V`. Tokens of weight 0 never win. `None` only when
 /// every weight is 0.
-pub(crate) fn gumbel_max(weights: &[f32], sums: &[f64], rng: &mut impl RngCore) -> Option<usize> {
+///
+/// This is the first level: the winning block; [`gumbel_within`] is the second.
+pub(crate) fn gumbel_block(sums: &[f64], rng: &mut impl RngCore) -> Option<usize> {
     let mut best: Option<(f64, usize)> = None;
     for (b, &sum) in sums.iter().enumerate() {
         if sum > 0.0 {
@@ -78,9 +88,12 @@ pub(crate) fn gumbel_max(weights: &[f32], sums: &[f64], rng: &mut impl RngCore) 
             }
         }
     }
-    let (_, b) = best?;
-    let start = b * BLOCK;
-    let block = weights.get(start..(start + BLOCK).min(weights.len()))?;
+    best.map(|(_, b)| b)
+}
+
+/// The second level of the Gumbel-max draw ([`gumbel_block`]): the winning token of `block`, whose first token is
+/// `start`.
+pub(crate) fn gumbel_within(block: &[f32], start: usize, rng: &mut impl RngCore) -> Option<usize> {
     let mut winner: Option<(f64, usize)> = None;
     for (i, &w) in block.iter().enumerate() {
         if w > 0.0 {

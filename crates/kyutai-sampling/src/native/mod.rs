@@ -23,7 +23,7 @@ use crate::{Sampler, SamplingError};
 pub(crate) use select::GROUP;
 use select::{by_rank, gather_groups, top_k_floor, Collect, Gather, GroupScan, Scan, Spread};
 use view::{normalise_edits, EditBuffer};
-use weights::{StoreWeights, SumWeights, BLOCK};
+use weights::{BlockSums, BlockWeights, StoreWeights, SumWeights, BLOCK};
 
 /// A sampler that draws from exactly the distributions of candle's `LogitsProcessor`, for every
 /// [`Sampling`] variant, at a fraction of the cost, from its own seeded random stream.
@@ -283,8 +283,15 @@ pub(crate) fn draw_mode(
         Mode::TopKThenTopP { k, p, scale } if k >= len => top_p(work, view, p, scale, rng)?,
         Mode::TopKThenTopP { k, p, scale } => top_k_top_p(work, view, k, p, scale, rng)?,
         Mode::Gumbel { scale } => {
-            let (weights, sums, _) = dense(work, view, scale)?;
-            draw::gumbel_max(weights, sums, rng)
+            let (sums, _, max) = block_sums(work, view, scale)?;
+            match draw::gumbel_block(sums, rng) {
+                Some(b) => {
+                    let mut block = [0.0f32; BLOCK];
+                    let block = block_weights(view, b, max, scale, &mut block);
+                    draw::gumbel_within(block, b * BLOCK, rng)
+                }
+                None => None,
+            }
         }
     };
     // `None` would mean that no token has a positive weight, which validation rules out
@@ -317,6 +324,45 @@ fn dense<'w>(
     store.finish();
     let total = sums.iter().sum();
     Ok((weights, sums, total))
+}
+
+/// Validates `view`, then fills the workspace with the sums of its blocks of weights (without
+/// storing the weights); returns them, their total and the largest logit.
+fn block_sums<'w>(
+    work: &'w mut Workspace,
+    view: &View<'_>,
+    scale: f32,
+) -> Result<(&'w [f64], f64, f32), SamplingError> {
+    let mut scan = Scan::new();
+    view.visit(&mut scan);
+    let max = scan.finish(view)?;
+    let len = view.len();
+    let blocks = len.div_ceil(BLOCK);
+    if work.sums.len() < blocks {
+        work.sums.resize(blocks, 0.0);
+    }
+    let sums = &mut work.sums[..blocks];
+    let mut block = BlockSums::new(max, scale, len, sums);
+    view.visit(&mut block);
+    block.finish();
+    let total = sums.iter().sum();
+    Ok((sums, total, max))
+}
+
+/// The weights of block `b` of `view` (the same bits [`dense`] stores), in `out`; the last block
+/// may be partial.
+fn block_weights<'o>(
+    view: &View<'_>,
+    b: usize,
+    max: f32,
+    scale: f32,
+    out: &'o mut [f32; BLOCK],
+) -> &'o [f32] {
+    let start = b * BLOCK;
+    let end = (start + BLOCK).min(view.len());
+    let mut weights = BlockWeights::new(max, scale, start, out);
+    view.visit_range(start, end, &mut weights);
+    out.get(..end.saturating_sub(start)).unwrap_or_default()
 }
 
 /// Validates `view` and records the maximum of every group of [`GROUP`] tokens in the
@@ -384,8 +430,16 @@ fn all(
     scale: f32,
     rng: &mut ChaCha8Rng,
 ) -> Result<Option<usize>, SamplingError> {
-    let (weights, sums, total) = dense(work, view, scale)?;
-    Ok(draw::from_blocks(weights, sums, total, draw::unit(rng)))
+    // Only the drawn block's weights are needed: they are recomputed rather than stored.
+    let (sums, total, max) = block_sums(work, view, scale)?;
+    match draw::pick_block(sums, total, draw::unit(rng)) {
+        Some((b, target)) => {
+            let mut block = [0.0f32; BLOCK];
+            let block = block_weights(view, b, max, scale, &mut block);
+            Ok(draw::within(block, b * BLOCK, target))
+        }
+        None => Ok(None),
+    }
 }
 
 /// `TopP` with `p < 1` (rejection against the full distribution), or `All` for `p >= 1`.

@@ -173,6 +173,110 @@ impl Visit for StoreWeights<'_> {
     }
 }
 
+/// The sums of the [`BLOCK`]s of weights, as [`StoreWeights`] computes them (the same bits),
+/// without storing the weights: the draws that read one block's weights recompute it with
+/// [`BlockWeights`].
+pub(crate) struct BlockSums<'a> {
+    max: f32,
+    scale: f32,
+    len: usize,
+    sums: &'a mut [f64],
+    acc: [f32; HALF],
+}
+
+impl<'a> BlockSums<'a> {
+    /// `sums` holds one slot per block of a `len`-token view (`len.div_ceil(BLOCK)`).
+    pub(crate) fn new(max: f32, scale: f32, len: usize, sums: &'a mut [f64]) -> Self {
+        debug_assert_eq!(sums.len(), len.div_ceil(BLOCK));
+        Self {
+            max,
+            scale,
+            len,
+            sums,
+            acc: [0.0; HALF],
+        }
+    }
+
+    /// Stores the sum of the last, partial block (call once the view has been visited).
+    pub(crate) fn finish(self) {
+        if self.len % BLOCK != 0 {
+            if let Some(last) = self.sums.last_mut() {
+                *last = reduce(&self.acc);
+            }
+        }
+    }
+}
+
+impl Visit for BlockSums<'_> {
+    #[inline(always)]
+    fn run(&mut self, start: usize, values: &[f32]) {
+        let (max, scale) = (self.max, self.scale);
+        let mut acc = self.acc;
+        for (i, values) in values.chunks_exact(LANES).enumerate() {
+            let w = chunk_weights(values, max, scale);
+            accumulate(&mut acc, &w);
+            let end = start + (i + 1) * LANES;
+            if end % BLOCK == 0 {
+                if let Some(sum) = self.sums.get_mut(end / BLOCK - 1) {
+                    *sum = reduce(&acc);
+                }
+                acc = [0.0; HALF];
+            }
+        }
+        self.acc = acc;
+    }
+
+    fn tail(&mut self, _start: usize, values: &[f32]) {
+        let w = tail_weights(values, self.max, self.scale);
+        accumulate(&mut self.acc, &w);
+    }
+}
+
+/// The weights of one [`BLOCK`] (visit its range only): slot `i` gets the weight of token
+/// `start + i`, the same bits as [`StoreWeights`] stores.
+pub(crate) struct BlockWeights<'a> {
+    max: f32,
+    scale: f32,
+    start: usize,
+    out: &'a mut [f32; BLOCK],
+}
+
+impl<'a> BlockWeights<'a> {
+    pub(crate) fn new(max: f32, scale: f32, start: usize, out: &'a mut [f32; BLOCK]) -> Self {
+        Self {
+            max,
+            scale,
+            start,
+            out,
+        }
+    }
+}
+
+impl Visit for BlockWeights<'_> {
+    #[inline(always)]
+    fn run(&mut self, start: usize, values: &[f32]) {
+        let (max, scale) = (self.max, self.scale);
+        let Some(out) = start
+            .checked_sub(self.start)
+            .and_then(|at| self.out.get_mut(at..at + values.len()))
+        else {
+            return;
+        };
+        for (out, values) in out.chunks_exact_mut(LANES).zip(values.chunks_exact(LANES)) {
+            out.copy_from_slice(&chunk_weights(values, max, scale));
+        }
+    }
+
+    fn tail(&mut self, start: usize, values: &[f32]) {
+        let w = tail_weights(values, self.max, self.scale);
+        let at = start.saturating_sub(self.start);
+        let out = self.out.get_mut(at..).unwrap_or_default();
+        for (o, &w) in out.iter_mut().zip(&w) {
+            *o = w;
+        }
+    }
+}
+
 /// Sums the weights of the visited logits (block by block, like [`StoreWeights`], in f64).
 pub(crate) struct SumWeights {
     max: f32,
