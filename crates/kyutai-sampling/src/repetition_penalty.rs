@@ -153,8 +153,12 @@ impl<S: Sampler> Sampler for RepetitionPenalty<S> {
         }
         let logits = to_f32_vector(logits)?;
         let window = &history[history.len().saturating_sub(self.context_size)..];
-        let (inner, edits, seen, penalty) =
-            (&mut self.inner, &mut self.edits, &mut self.seen, self.penalty);
+        let (inner, edits, seen, penalty) = (
+            &mut self.inner,
+            &mut self.edits,
+            &mut self.seen,
+            self.penalty,
+        );
         with_f32_slice(&logits, &mut self.scratch, |values| {
             penalise(edits, seen, values, window, penalty);
             inner.sample_edited(values, edits, history)
@@ -166,7 +170,13 @@ impl<S: Sampler> Sampler for RepetitionPenalty<S> {
             return self.inner.sample_slice(logits, history);
         }
         let window = &history[history.len().saturating_sub(self.context_size)..];
-        penalise(&mut self.edits, &mut self.seen, logits, window, self.penalty);
+        penalise(
+            &mut self.edits,
+            &mut self.seen,
+            logits,
+            window,
+            self.penalty,
+        );
         self.inner.sample_edited(logits, &self.edits, history)
     }
 

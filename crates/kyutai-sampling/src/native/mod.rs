@@ -198,8 +198,8 @@ pub(crate) struct Workspace {
     keys: Vec<u64>,
     /// The maximum of each group of tokens (top-k).
     groups: Vec<f32>,
-    /// Scratch for selecting among the group maxima.
-    floor: Vec<f32>,
+    /// One exponential variate per block (`GumbelSoftmax`).
+    variates: Vec<f64>,
     /// Edits that needed sorting.
     edits: EditBuffer,
 }
@@ -283,8 +283,12 @@ pub(crate) fn draw_mode(
         Mode::TopKThenTopP { k, p, scale } if k >= len => top_p(work, view, p, scale, rng)?,
         Mode::TopKThenTopP { k, p, scale } => top_k_top_p(work, view, k, p, scale, rng)?,
         Mode::Gumbel { scale } => {
-            let (sums, _, max) = block_sums(work, view, scale)?;
-            match draw::gumbel_block(sums, rng) {
+            let mut variates = std::mem::take(&mut work.variates);
+            let picked = block_sums(work, view, scale)
+                .map(|(sums, _, max)| (draw::gumbel_block(sums, rng, &mut variates), max));
+            work.variates = variates;
+            let (picked, max) = picked?;
+            match picked {
                 Some(b) => {
                     let mut block = [0.0f32; BLOCK];
                     let block = block_weights(view, b, max, scale, &mut block);
@@ -485,7 +489,6 @@ pub(crate) fn top_candidates<'w>(
         candidates,
         keys,
         groups,
-        floor,
         ..
     } = work;
     let count = view.len().div_ceil(GROUP);
@@ -514,7 +517,7 @@ pub(crate) fn top_candidates<'w>(
     let mut scan = GroupScan::new(groups);
     view.visit(&mut scan);
     let max = scan.finish(view)?;
-    let floor = top_k_floor(groups, k, floor);
+    let floor = top_k_floor(groups, k, max);
     let mut gather = Gather::new(k, floor, keys, candidates);
     gather_groups(view, groups, floor, &mut gather);
     Ok((gather.finish(view)?, max))

@@ -205,18 +205,18 @@ impl Visit for GroupScan<'_> {
     }
 }
 
-/// A lower bound on the `keep` best logits: the `keep`-th largest group maximum (the group
-/// maxima are `keep` distinct logits at least that large), or `-inf` when there are fewer groups.
-/// Groups whose maximum is below it hold no top-k logit and need not be searched.
-pub(crate) fn top_k_floor(groups: &[f32], keep: usize, scratch: &mut Vec<f32>) -> f32 {
+/// A lower bound on the `keep` best logits from the group maxima (`max` being the largest): the
+/// group maxima are logits of distinct tokens, so a bound that `keep` of them reach is one that
+/// the `keep` best logits reach. The [`Spread`] histogram of the maxima gives it without
+/// selecting among them; `-inf` when there are fewer groups than `keep`. Groups whose maximum is
+/// below it hold no top-k logit and need not be searched.
+pub(crate) fn top_k_floor(groups: &[f32], keep: usize, max: f32) -> f32 {
     if keep == 0 || groups.len() < keep {
         return f32::NEG_INFINITY;
     }
-    scratch.clear();
-    scratch.extend_from_slice(groups);
-    let (_, kth, _) = scratch
-        .select_nth_unstable_by(keep - 1, |a, b| b.partial_cmp(a).unwrap_or(Ordering::Equal));
-    *kth
+    let mut spread = Spread::new(max);
+    View::plain(groups).visit(&mut spread);
+    spread.floor(keep).0
 }
 
 /// Buckets of the [`Spread`] histogram.
@@ -693,9 +693,7 @@ pub(crate) fn in_nucleus(
             // and FMA (detected at run time), which is all `in_nucleus_avx512` requires.
             unsafe { in_nucleus_avx512(weights, sums, total, token, limit) }
         }
-        super::dispatch::Level::Portable => {
-            in_nucleus_portable(weights, sums, total, token, limit)
-        }
+        super::dispatch::Level::Portable => in_nucleus_portable(weights, sums, total, token, limit),
     }
 }
 
@@ -1009,7 +1007,7 @@ mod tests {
 
     #[test]
     fn group_maxima_bound_the_search_exactly() {
-        let (mut keys, mut out, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut keys, mut out) = (Vec::new(), Vec::new());
         for (len, seed) in [(100usize, 1u64), (64, 2), (1000, 3), (5000, 4)] {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             // Coarse values: many ties, also across groups.
@@ -1028,7 +1026,12 @@ mod tests {
                 assert_eq!(m, group.iter().copied().fold(f32::NEG_INFINITY, f32::max));
             }
             for keep in [1usize, 2, 10, 50, 200] {
-                let floor = top_k_floor(&groups, keep, &mut scratch);
+                let floor = top_k_floor(&groups, keep, max);
+                let mut ranked = groups.clone();
+                ranked.sort_by(|a, b| b.partial_cmp(a).unwrap());
+                if let Some(&kth) = ranked.get(keep - 1) {
+                    assert!(floor <= kth, "len {len} keep {keep}");
+                }
                 let mut gather = Gather::new(keep, floor, &mut keys, &mut out);
                 gather_groups(&view, &groups, floor, &mut gather);
                 let got = gather.finish(&view).unwrap().clone();

@@ -16,6 +16,27 @@ pub(crate) const LANES: usize = 16;
 /// costs a fraction of a nanosecond per logit, patching a chunk tens of nanoseconds per pass.
 const COPY_RATIO: usize = 256;
 
+/// Makes `dst` a copy of `src`, chunk by chunk in registers rather than through `memcpy`: glibc's
+/// `rep movsb` copy is slow on some x86 machines when source and destination sit at the same
+/// offset within a page, which two vocabulary-sized buffers of a page-multiple size do (8 µs
+/// for 8 KiB on the AMD EPYC machine of the benchmarks, against 0.2 µs this way).
+pub(crate) fn copy_into(dst: &mut Vec<f32>, src: &[f32]) {
+    if dst.len() != src.len() {
+        dst.clear();
+        dst.resize(src.len(), 0.0);
+    }
+    let mut to = dst.chunks_exact_mut(LANES);
+    let mut from = src.chunks_exact(LANES);
+    for (d, s) in (&mut to).zip(&mut from) {
+        if let (Some(d), Some(s)) = (d.first_chunk_mut::<LANES>(), s.first_chunk::<LANES>()) {
+            *d = *s;
+        }
+    }
+    for (d, &s) in to.into_remainder().iter_mut().zip(from.remainder()) {
+        *d = s;
+    }
+}
+
 /// Receives the values of a [`View`] in index order.
 pub(crate) trait Visit {
     /// A run of full chunks: `values.len()` is a multiple of [`LANES`], and so is `start`, the
@@ -62,8 +83,7 @@ impl<'a> View<'a> {
             return Self::edited(base, edits);
         }
         debug_assert!(is_normalised(edits, base.len()));
-        copy.clear();
-        copy.extend_from_slice(base);
+        copy_into(copy, base);
         for &(token, value) in edits {
             if let Some(slot) = copy.get_mut(token as usize) {
                 *slot = value;
@@ -386,6 +406,16 @@ mod tests {
                 }
                 assert_eq!(View::edited(&base, &edits).get(len), None);
             }
+        }
+    }
+
+    #[test]
+    fn copy_into_copies_every_length() {
+        let mut dst = Vec::new();
+        for len in [0usize, 1, 15, 16, 17, 2048, 2049, 100, 3] {
+            let src: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
+            copy_into(&mut dst, &src);
+            assert_eq!(dst, src);
         }
     }
 
