@@ -241,7 +241,7 @@ impl TransformerConfig {
         if self.num_heads == 0 {
             return Err(Error::config(field("num_heads"), "must be at least 1"));
         }
-        if self.d_model % self.num_heads != 0 {
+        if !self.d_model.is_multiple_of(self.num_heads) {
             return Err(Error::config(
                 field("num_heads"),
                 format!(
@@ -258,7 +258,7 @@ impl TransformerConfig {
         }
         match self.positional_embedding {
             PositionalEmbedding::Rope => {
-                if self.head_dim() % 2 != 0 {
+                if !self.head_dim().is_multiple_of(2) {
                     return Err(Error::config(
                         field("num_heads"),
                         format!(
@@ -272,7 +272,7 @@ impl TransformerConfig {
                 }
             }
             PositionalEmbedding::Sin => {
-                if self.d_model % 2 != 0 || self.d_model < 4 {
+                if !self.d_model.is_multiple_of(2) || self.d_model < 4 {
                     return Err(Error::config(
                         field("d_model"),
                         "sinusoidal embeddings need an even d_model of at least 4",

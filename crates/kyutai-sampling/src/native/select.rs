@@ -110,7 +110,7 @@ impl Visit for Scan {
 
 /// Tokens per group of the group maxima that [`GroupScan`] records.
 pub(crate) const GROUP: usize = 64;
-const _: () = assert!(GROUP % LANES == 0);
+const _: () = assert!(GROUP.is_multiple_of(LANES));
 
 /// The larger of `a` and `b` (never NaN here).
 #[inline(always)]
@@ -158,7 +158,7 @@ impl<'a> GroupScan<'a> {
     /// The largest logit, or the view's error; the group maxima are in the slice given to
     /// [`new`](Self::new).
     pub(crate) fn finish(self, view: &View<'_>) -> Result<f32, SamplingError> {
-        if view.len() % GROUP != 0 {
+        if !view.len().is_multiple_of(GROUP) {
             if let Some(last) = self.out.last_mut() {
                 *last = lane_max(&self.group);
             }
@@ -187,7 +187,7 @@ impl Visit for GroupScan<'_> {
                 *m = if x > *m { x } else { *m };
             }
             let end = start + (i + 1) * LANES;
-            if end % GROUP == 0 {
+            if end.is_multiple_of(GROUP) {
                 if let Some(slot) = self.out.get_mut(end / GROUP - 1) {
                     *slot = lane_max(&group);
                 }

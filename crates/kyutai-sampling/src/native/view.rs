@@ -144,7 +144,9 @@ impl<'a> View<'a> {
     fn visit_range_portable<V: Visit>(&self, start: usize, end: usize, visitor: &mut V) {
         let base = self.base;
         let end = end.min(base.len());
-        debug_assert!(start % LANES == 0 && (end % LANES == 0 || end == base.len()));
+        debug_assert!(
+            start.is_multiple_of(LANES) && (end.is_multiple_of(LANES) || end == base.len())
+        );
         if start >= end {
             return;
         }
@@ -357,7 +359,7 @@ mod tests {
     impl Visit for Record {
         fn run(&mut self, start: usize, values: &[f32]) {
             assert_eq!(start, self.values.len());
-            assert!(!values.is_empty() && values.len() % LANES == 0);
+            assert!(!values.is_empty() && values.len().is_multiple_of(LANES));
             self.starts.push(start);
             self.values.extend_from_slice(values);
         }

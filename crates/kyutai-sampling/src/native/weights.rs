@@ -20,7 +20,7 @@ use super::view::{Visit, LANES};
 
 /// Tokens per block of the block sums that the inverse-CDF draw walks first.
 pub(crate) const BLOCK: usize = 256;
-const _: () = assert!(BLOCK % LANES == 0);
+const _: () = assert!(BLOCK.is_multiple_of(LANES));
 
 /// `1.5 * 2^23`: adding it rounds an f32 in `[-2^22, 2^22]` to an integer, which then sits in the
 /// low mantissa bits.
@@ -131,7 +131,7 @@ impl<'a> StoreWeights<'a> {
 
     /// Stores the sum of the last, partial block (call once the view has been visited).
     pub(crate) fn finish(self) {
-        if self.out.len() % BLOCK != 0 {
+        if !self.out.len().is_multiple_of(BLOCK) {
             if let Some(last) = self.sums.last_mut() {
                 *last = reduce(&self.acc);
             }
@@ -153,7 +153,7 @@ impl Visit for StoreWeights<'_> {
             out.copy_from_slice(&w);
             accumulate(&mut acc, &w);
             let end = start + (i + 1) * LANES;
-            if end % BLOCK == 0 {
+            if end.is_multiple_of(BLOCK) {
                 if let Some(sum) = self.sums.get_mut(end / BLOCK - 1) {
                     *sum = reduce(&acc);
                 }
@@ -199,7 +199,7 @@ impl<'a> BlockSums<'a> {
 
     /// Stores the sum of the last, partial block (call once the view has been visited).
     pub(crate) fn finish(self) {
-        if self.len % BLOCK != 0 {
+        if !self.len.is_multiple_of(BLOCK) {
             if let Some(last) = self.sums.last_mut() {
                 *last = reduce(&self.acc);
             }
@@ -216,7 +216,7 @@ impl Visit for BlockSums<'_> {
             let w = chunk_weights(values, max, scale);
             accumulate(&mut acc, &w);
             let end = start + (i + 1) * LANES;
-            if end % BLOCK == 0 {
+            if end.is_multiple_of(BLOCK) {
                 if let Some(sum) = self.sums.get_mut(end / BLOCK - 1) {
                     *sum = reduce(&acc);
                 }
@@ -310,7 +310,7 @@ impl Visit for SumWeights {
         for (i, values) in values.chunks_exact(LANES).enumerate() {
             let w = chunk_weights(values, max, scale);
             accumulate(&mut acc, &w);
-            if (start + (i + 1) * LANES) % BLOCK == 0 {
+            if (start + (i + 1) * LANES).is_multiple_of(BLOCK) {
                 total += reduce(&acc);
                 acc = [0.0; HALF];
             }
@@ -398,7 +398,7 @@ impl Visit for WeightedMoments<'_> {
         for (i, chunk) in values.chunks_exact(LANES).enumerate() {
             let w = chunk_weights(chunk, self.max, self.scale);
             self.add(chunk, &w);
-            if (start + (i + 1) * LANES) % BLOCK == 0 {
+            if (start + (i + 1) * LANES).is_multiple_of(BLOCK) {
                 self.flush();
             }
         }

@@ -167,7 +167,7 @@ fn check_rates(config: &MimiConfig, hop: usize) -> Result<()> {
 fn check_transformer(config: &MimiConfig) -> Result<()> {
     let t = &config.transformer;
     within("transformer.d_model", t.d_model, 1, MAX_WIDTH)?;
-    if t.num_heads == 0 || t.d_model % t.num_heads != 0 {
+    if t.num_heads == 0 || !t.d_model.is_multiple_of(t.num_heads) {
         return Err(Error::config(
             "transformer",
             format!(
