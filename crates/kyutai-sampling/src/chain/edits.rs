@@ -5,8 +5,11 @@ use crate::SamplingError;
 
 /// Replaced logits, at most one entry per token, with O(1) reads and writes.
 ///
-/// `slot[t]` is the index of token `t`'s entry in `entries`, or [`NONE`]. The slot table is sized
-/// to the vocabulary once and cleared entry by entry after each call, so a call costs O(edits).
+/// `marks` has a bit set for every token with an entry, and then `slot[t]` is the index of token
+/// `t`'s entry in `entries` (slots of unmarked tokens are stale, never read). The bitset is sized
+/// to the vocabulary once and cleared entry by entry after each call, so a call costs O(edits);
+/// most reads and writes touch only the bitset (a few KiB, which stay in cache), not the
+/// vocabulary-sized slot table.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Edits {
     entries: Vec<(u32, f32)>,
@@ -17,37 +20,77 @@ pub(crate) struct Edits {
     epoch: u32,
     /// The distinct tokens of the last counted window, in order of first occurrence.
     distinct: Vec<u32>,
+    /// One bit per token of the vocabulary: set for every token with an entry, so that the
+    /// entries come out in token order by a scan of the words instead of a sort (when the
+    /// words are few next to the entries). Cleared entry by entry.
+    marks: Vec<u64>,
+    /// The entries in token order, built from `marks` (then swapped with `entries`).
+    ordered: Vec<(u32, f32)>,
+    /// One bit per token, all clear between calls: the tokens [`EditCx::distinct`] has seen.
+    seen: Vec<u64>,
 }
 
-const NONE: u32 = u32::MAX;
+impl Edits {
+    /// Whether token `t` has an entry.
+    #[inline]
+    fn is_marked(&self, t: usize) -> bool {
+        self.marks
+            .get(t / 64)
+            .is_some_and(|&word| word & (1 << (t % 64)) != 0)
+    }
+}
+
+/// [`Edits::sorted`] scans the marks rather than sorting when the vocabulary has at most this
+/// many 64-token words per entry (a word costs about a comparison of the sort).
+const SCAN_RATIO: usize = 8;
 
 impl Edits {
     /// Empties the buffer (O(entries)) and sizes the slot table for `vocab` tokens.
     pub(crate) fn reset(&mut self, vocab: usize) {
         for &(token, _) in &self.entries {
-            if let Some(s) = self.slot.get_mut(token as usize) {
-                *s = NONE;
+            if let Some(word) = self.marks.get_mut(token as usize / 64) {
+                *word = 0;
             }
         }
         self.entries.clear();
         if self.slot.len() != vocab {
             self.slot.clear();
-            self.slot.resize(vocab, NONE);
+            self.slot.resize(vocab, 0);
             self.counts.clear();
             self.stamp.clear();
             self.epoch = 0;
+            self.marks.clear();
+            self.marks.resize(vocab.div_ceil(64), 0);
+            self.seen.clear();
+            self.seen.resize(vocab.div_ceil(64), 0);
         }
     }
 
-    /// The entries, sorted by token (the invariant of the engine's view).
+    /// The entries, sorted by token (the invariant of the engine's view). No entry can be read or
+    /// written afterwards until the next [`reset`](Self::reset): the slots are left stale.
     pub(crate) fn sorted(&mut self) -> &[(u32, f32)] {
-        if !self.entries.is_sorted_by_key(|&(t, _)| t) {
-            self.entries.sort_unstable_by_key(|&(t, _)| t);
-            for (i, &(token, _)) in self.entries.iter().enumerate() {
-                if let Some(s) = self.slot.get_mut(token as usize) {
-                    *s = i as u32;
+        if self.entries.is_sorted_by_key(|&(t, _)| t) {
+            return &self.entries;
+        }
+        if self.marks.len() <= self.entries.len().saturating_mul(SCAN_RATIO) {
+            // Every entry's token is marked: the set bits, word by word, are the tokens in
+            // order.
+            self.ordered.clear();
+            for (w, &word) in self.marks.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let token = w * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    if let Some(&s) = self.slot.get(token) {
+                        if let Some(&entry) = self.entries.get(s as usize) {
+                            self.ordered.push(entry);
+                        }
+                    }
                 }
             }
+            std::mem::swap(&mut self.entries, &mut self.ordered);
+        } else {
+            self.entries.sort_unstable_by_key(|&(t, _)| t);
         }
         &self.entries
     }
@@ -70,23 +113,34 @@ impl<'a> EditCx<'a> {
     /// The current logit of `token` (earlier edits applied); `-inf` past the vocabulary.
     #[inline]
     pub(crate) fn get(&self, token: u32) -> f32 {
-        match self.edits.slot.get(token as usize) {
-            Some(&NONE) => self.base[token as usize],
-            Some(&s) => self.edits.entries[s as usize].1,
-            None => f32::NEG_INFINITY,
+        let t = token as usize;
+        if self.edits.is_marked(t) {
+            let entry = self
+                .edits
+                .slot
+                .get(t)
+                .and_then(|&s| self.edits.entries.get(s as usize));
+            if let Some(&(_, value)) = entry {
+                return value;
+            }
         }
+        self.base.get(t).copied().unwrap_or(f32::NEG_INFINITY)
     }
 
     /// Replaces the logit of `token`; ids past the vocabulary are ignored.
     #[inline]
     pub(crate) fn set(&mut self, token: u32, value: f32) {
-        let Some(s) = self.edits.slot.get_mut(token as usize) else {
+        let t = token as usize;
+        let e = &mut *self.edits;
+        let (Some(s), Some(word)) = (e.slot.get_mut(t), e.marks.get_mut(t / 64)) else {
             return;
         };
-        if *s == NONE {
-            *s = self.edits.entries.len() as u32;
-            self.edits.entries.push((token, value));
-        } else if let Some(entry) = self.edits.entries.get_mut(*s as usize) {
+        let bit = 1u64 << (t % 64);
+        if *word & bit == 0 {
+            *word |= bit;
+            *s = e.entries.len() as u32;
+            e.entries.push((token, value));
+        } else if let Some(entry) = e.entries.get_mut(*s as usize) {
             entry.1 = value;
         }
     }
@@ -146,6 +200,35 @@ impl<'a> EditCx<'a> {
         self.edits.distinct = distinct;
     }
 
+    /// Calls `f(cx, token)` once for each distinct in-vocabulary token of `window`, in order of
+    /// first occurrence: [`counts`](Self::counts) without the counts, through a bitset of the
+    /// vocabulary (a few KiB that stay in cache) rather than its per-token tables.
+    pub(crate) fn distinct(&mut self, window: &[u32], mut f: impl FnMut(&mut Self, u32)) {
+        let vocab = self.base.len();
+        if self.edits.seen.len() != vocab.div_ceil(64) {
+            self.edits.seen.clear();
+            self.edits.seen.resize(vocab.div_ceil(64), 0);
+        }
+        let mut seen = std::mem::take(&mut self.edits.seen);
+        for &token in window {
+            if (token as usize) < vocab {
+                if let Some(word) = seen.get_mut(token as usize / 64) {
+                    let bit = 1u64 << (token % 64);
+                    if *word & bit == 0 {
+                        *word |= bit;
+                        f(self, token);
+                    }
+                }
+            }
+        }
+        for &token in window {
+            if let Some(word) = seen.get_mut(token as usize / 64) {
+                *word = 0;
+            }
+        }
+        self.edits.seen = seen;
+    }
+
     /// Number of edited tokens so far.
     pub(crate) fn len(&self) -> usize {
         self.edits.entries.len()
@@ -165,5 +248,75 @@ impl<'a> EditCx<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn entries_come_out_sorted_with_their_last_values() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut edits = Edits::default();
+        for case in 0..400 {
+            // Small and large vocabularies, few and many entries: both the scan and the sort.
+            let vocab = [70usize, 1000, 32000][case % 3];
+            let base: Vec<f32> = (0..vocab).map(|i| i as f32).collect();
+            edits.reset(vocab);
+            let mut expected = std::collections::BTreeMap::new();
+            let n = rng.random_range(0..[5usize, 300][case % 2]);
+            {
+                let mut cx = EditCx::new(&base, &mut edits);
+                for _ in 0..n {
+                    let token = rng.random_range(0..vocab as u32 + 3);
+                    if rng.random_bool(0.5) {
+                        cx.add(token, 1.0);
+                    } else {
+                        cx.set(token, -(token as f32));
+                    }
+                    if (token as usize) < vocab {
+                        expected.insert(token, cx.get(token));
+                    } else {
+                        assert_eq!(cx.get(token), f32::NEG_INFINITY);
+                    }
+                }
+                for t in 0..vocab as u32 {
+                    let want = expected.get(&t).copied().unwrap_or(t as f32);
+                    assert_eq!(cx.get(t), want, "case {case} token {t}");
+                }
+                assert_eq!(cx.len(), expected.len());
+            }
+            let want: Vec<(u32, f32)> = expected.into_iter().collect();
+            assert_eq!(edits.sorted(), want.as_slice(), "case {case}");
+        }
+    }
+
+    #[test]
+    fn distinct_tokens_in_order_of_first_occurrence() {
+        let base = vec![0.0f32; 200];
+        let mut edits = Edits::default();
+        for window in [
+            vec![5u32, 7, 5, 199, 7, 200, 3, 5, u32::MAX, 3],
+            vec![],
+            vec![64, 0, 63, 64, 128, 0],
+        ] {
+            edits.reset(base.len());
+            let mut cx = EditCx::new(&base, &mut edits);
+            let mut seen = Vec::new();
+            cx.distinct(&window, |_, t| seen.push(t));
+            let mut want: Vec<u32> = Vec::new();
+            for &t in &window {
+                if (t as usize) < base.len() && !want.contains(&t) {
+                    want.push(t);
+                }
+            }
+            assert_eq!(seen, want);
+            // The bitset is clear again: a second walk sees the same tokens.
+            let mut again = Vec::new();
+            cx.distinct(&window, |_, t| again.push(t));
+            assert_eq!(again, want);
+        }
     }
 }

@@ -31,7 +31,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::constraint::{self, Constraint};
 use crate::logits::with_logits;
-use crate::native::{self, scale, weight, Candidate, View, Workspace};
+use crate::native::{self, scale, Candidate, View, Workspace};
 use crate::stage::{self, Select, Step};
 use crate::{Sampler, SamplingError};
 use candidates::{rank, Candidates};
@@ -397,20 +397,9 @@ impl Chain {
                 }
                 Some(Step::CandleTopKTopP { k, p }) if k < vocab => {
                     let s = scale(1.0 / inv_t);
-                    let (top, max) = native::top_candidates(nw, &view, k)?;
-                    let total = native::total_weight(&view, max, s);
-                    let limit = f64::from(p) * total;
                     // `top` is in rank order by logit, which is rank order by weight.
-                    let mut mass = 0.0f64;
-                    let kept = top
-                        .iter()
-                        .take_while(|&&(x, _)| {
-                            let keep = mass < limit;
-                            mass += f64::from(weight(x, max, s));
-                            keep
-                        })
-                        .count();
-                    cands.start(true).extend_from_slice(&top[..kept]);
+                    let kept = native::candle_cut(nw, &view, k, f64::from(p), s)?;
+                    cands.start(true).extend_from_slice(kept);
                     next = first + 1;
                 }
                 Some(Step::MinP(p)) => {

@@ -3,6 +3,7 @@
 
 pub(crate) mod dispatch;
 mod draw;
+mod mass;
 mod select;
 mod view;
 mod weights;
@@ -540,8 +541,9 @@ fn top_k(
     Ok(walk(top.iter().copied(), target))
 }
 
-/// `TopKThenTopP` with `k` below the vocabulary: the top `k`, the total weight of the vocabulary
-/// by a second pass, then candle's rule on the `k`.
+/// `TopKThenTopP` with `k` below the vocabulary: the top `k`, candle's rule on them (decided by
+/// bounds on the vocabulary's total weight when they suffice, see [`mass`], else by a pass that
+/// sums every weight), then a draw among the kept.
 fn top_k_top_p(
     work: &mut Workspace,
     view: &View<'_>,
@@ -551,27 +553,64 @@ fn top_k_top_p(
     rng: &mut ChaCha8Rng,
 ) -> Result<Option<usize>, SamplingError> {
     let (top, max) = top_candidates(work, view, k)?;
-    let mut sum = SumWeights::new(max, scale);
-    view.visit(&mut sum);
-    let total = sum.finish();
+    let kth = top.last().map_or(f32::NEG_INFINITY, |c| c.0);
     // From logits to weights; rank order by probability (distinct logits may round to equal
     // weights, which then rank by index).
     for candidate in top.iter_mut() {
         candidate.0 = weight(candidate.0, max, scale);
     }
     top.sort_unstable_by(by_rank);
-    let limit = f64::from(p as f32) * total;
-    let mut kept = 0;
-    let mut mass = 0.0f64;
-    for &(w, _) in top.iter() {
-        if mass >= limit {
-            break;
-        }
-        mass += f64::from(w);
-        kept += 1;
-    }
-    let target = draw::unit(rng) * mass;
+    let top_mass: f64 = top.iter().map(|&(w, _)| f64::from(w)).sum();
+    let len = view.len();
+    let Workspace {
+        candidates: top,
+        groups,
+        ..
+    } = work;
+    let groups = groups.get(..len.div_ceil(GROUP)).unwrap_or_default();
+    // candle compares f32 cumulative probabilities with `p as f32`.
+    let p = f64::from(p as f32);
+    let (low, high) = mass::limits(top_mass, groups, kth, max, scale, len, p);
+    let weights = || top.iter().map(|&(w, _)| w);
+    let kept = match mass::decide(weights(), low, high) {
+        Some(kept) => kept,
+        None => mass::cut(weights(), p * total_weight(view, max, scale)),
+    };
+    let kept_mass = weights().take(kept).fold(0.0f64, |m, w| m + f64::from(w));
+    let target = draw::unit(rng) * kept_mass;
     Ok(walk(top.iter().take(kept).copied(), target))
+}
+
+/// candle's top-`k`-then-top-`p` cut as the chain applies it: the kept prefix of the top `k`
+/// logits (in rank order by logit), with `p` measured against the whole vocabulary at `scale`
+/// (decided by bounds when they suffice, see [`mass`]).
+pub(crate) fn candle_cut<'w>(
+    work: &'w mut Workspace,
+    view: &View<'_>,
+    k: usize,
+    p: f64,
+    scale: f32,
+) -> Result<&'w [Candidate], SamplingError> {
+    let (top, max) = top_candidates(work, view, k)?;
+    let kth = top.last().map_or(f32::NEG_INFINITY, |c| c.0);
+    let top_mass: f64 = top
+        .iter()
+        .map(|&(x, _)| f64::from(weight(x, max, scale)))
+        .sum();
+    let len = view.len();
+    let Workspace {
+        candidates: top,
+        groups,
+        ..
+    } = work;
+    let groups = groups.get(..len.div_ceil(GROUP)).unwrap_or_default();
+    let (low, high) = mass::limits(top_mass, groups, kth, max, scale, len, p);
+    let weights = || top.iter().map(|&(x, _)| weight(x, max, scale));
+    let kept = match mass::decide(weights(), low, high) {
+        Some(kept) => kept,
+        None => mass::cut(weights(), p * total_weight(view, max, scale)),
+    };
+    Ok(top.get(..kept).unwrap_or(top))
 }
 
 /// The first candidate at which the running sum of weights exceeds `target`, or the last

@@ -74,17 +74,32 @@ fn reduce(acc: &[f32; HALF]) -> f64 {
     acc.iter().map(|&x| f64::from(x)).sum()
 }
 
-/// The weights of a chunk, computed half by half (which keeps the polynomial's temporaries in
-/// registers).
+/// The weights of `N` logits, lane by lane (the compiler vectorises the loop).
 #[inline(always)]
-fn chunk_weights(values: &[f32], max: f32, scale: f32) -> [f32; LANES] {
-    let mut w = [0.0f32; LANES];
-    for (w, values) in w.chunks_exact_mut(HALF).zip(values.chunks_exact(HALF)) {
-        for (w, &x) in w.iter_mut().zip(values) {
-            *w = weight(x, max, scale);
-        }
+fn lane_weights<const N: usize>(values: &[f32; N], max: f32, scale: f32) -> [f32; N] {
+    let mut w = [0.0f32; N];
+    for (w, &x) in w.iter_mut().zip(values) {
+        *w = weight(x, max, scale);
     }
     w
+}
+
+/// Hands `f` the weights of each whole chunk of `values` (whose length is a multiple of
+/// [`LANES`]), in order, with the index one past the chunk's end (`values` starts at index
+/// `start`): the loop that every weight kernel below folds its chunks with.
+#[inline(always)]
+fn each_chunk(
+    start: usize,
+    values: &[f32],
+    max: f32,
+    scale: f32,
+    mut f: impl FnMut(usize, &[f32; LANES]),
+) {
+    let mut end = start;
+    for chunk in values.as_chunks::<LANES>().0 {
+        end += LANES;
+        f(end, &lane_weights(chunk, max, scale));
+    }
 }
 
 /// Adds a chunk of weights to the accumulators: lane `j` gets `w[j]`, then `w[j + HALF]`.
@@ -146,20 +161,21 @@ impl Visit for StoreWeights<'_> {
         let Some(out) = self.out.get_mut(start..start + values.len()) else {
             return;
         };
+        let sums = &mut *self.sums;
         let mut acc = self.acc;
-        let chunks = out.chunks_exact_mut(LANES).zip(values.chunks_exact(LANES));
-        for (i, (out, values)) in chunks.enumerate() {
-            let w = chunk_weights(values, max, scale);
-            out.copy_from_slice(&w);
-            accumulate(&mut acc, &w);
-            let end = start + (i + 1) * LANES;
+        let mut outs = out.chunks_exact_mut(LANES);
+        each_chunk(start, values, max, scale, |end, w| {
+            if let Some(out) = outs.next() {
+                out.copy_from_slice(w);
+            }
+            accumulate(&mut acc, w);
             if end.is_multiple_of(BLOCK) {
-                if let Some(sum) = self.sums.get_mut(end / BLOCK - 1) {
+                if let Some(sum) = sums.get_mut(end / BLOCK - 1) {
                     *sum = reduce(&acc);
                 }
                 acc = [0.0; HALF];
             }
-        }
+        });
         self.acc = acc;
     }
 
@@ -211,18 +227,17 @@ impl Visit for BlockSums<'_> {
     #[inline(always)]
     fn run(&mut self, start: usize, values: &[f32]) {
         let (max, scale) = (self.max, self.scale);
+        let sums = &mut *self.sums;
         let mut acc = self.acc;
-        for (i, values) in values.chunks_exact(LANES).enumerate() {
-            let w = chunk_weights(values, max, scale);
-            accumulate(&mut acc, &w);
-            let end = start + (i + 1) * LANES;
+        each_chunk(start, values, max, scale, |end, w| {
+            accumulate(&mut acc, w);
             if end.is_multiple_of(BLOCK) {
-                if let Some(sum) = self.sums.get_mut(end / BLOCK - 1) {
+                if let Some(sum) = sums.get_mut(end / BLOCK - 1) {
                     *sum = reduce(&acc);
                 }
                 acc = [0.0; HALF];
             }
-        }
+        });
         self.acc = acc;
     }
 
@@ -262,9 +277,12 @@ impl Visit for BlockWeights<'_> {
         else {
             return;
         };
-        for (out, values) in out.chunks_exact_mut(LANES).zip(values.chunks_exact(LANES)) {
-            out.copy_from_slice(&chunk_weights(values, max, scale));
-        }
+        let mut outs = out.chunks_exact_mut(LANES);
+        each_chunk(start, values, max, scale, |_, w| {
+            if let Some(out) = outs.next() {
+                out.copy_from_slice(w);
+            }
+        });
     }
 
     fn tail(&mut self, start: usize, values: &[f32]) {
@@ -307,14 +325,13 @@ impl Visit for SumWeights {
         let (max, scale) = (self.max, self.scale);
         let mut acc = self.acc;
         let mut total = self.total;
-        for (i, values) in values.chunks_exact(LANES).enumerate() {
-            let w = chunk_weights(values, max, scale);
-            accumulate(&mut acc, &w);
-            if (start + (i + 1) * LANES).is_multiple_of(BLOCK) {
+        each_chunk(start, values, max, scale, |end, w| {
+            accumulate(&mut acc, w);
+            if end.is_multiple_of(BLOCK) {
                 total += reduce(&acc);
                 acc = [0.0; HALF];
             }
-        }
+        });
         self.acc = acc;
         self.total = total;
     }
@@ -323,6 +340,30 @@ impl Visit for SumWeights {
         let w = tail_weights(values, self.max, self.scale);
         accumulate(&mut self.acc, &w);
     }
+}
+
+/// For values `m` (group maxima): the sum, in f64, of the weights of those below `below`, and
+/// the number of the others.
+pub(crate) fn group_split(values: &[f32], below: f32, max: f32, scale: f32) -> (f64, usize) {
+    let mut sum = [0.0f64; LANES];
+    let mut above = 0;
+    let (chunks, rest) = values.as_chunks::<LANES>();
+    for chunk in chunks {
+        let w = lane_weights(chunk, max, scale);
+        for ((s, &w), &m) in sum.iter_mut().zip(&w).zip(chunk) {
+            *s += if m < below { f64::from(w) } else { 0.0 };
+            above += usize::from(m >= below);
+        }
+    }
+    let mut total: f64 = sum.iter().sum();
+    for &m in rest {
+        if m < below {
+            total += f64::from(weight(m, max, scale));
+        } else {
+            above += 1;
+        }
+    }
+    (total, above)
 }
 
 /// The sum of the weights `w = exp(y)` with `y = (x − max) / T`, and the sums of `w·y` and
@@ -395,8 +436,8 @@ impl<'a> WeightedMoments<'a> {
 
 impl Visit for WeightedMoments<'_> {
     fn run(&mut self, start: usize, values: &[f32]) {
-        for (i, chunk) in values.chunks_exact(LANES).enumerate() {
-            let w = chunk_weights(chunk, self.max, self.scale);
+        for (i, chunk) in values.as_chunks::<LANES>().0.iter().enumerate() {
+            let w = lane_weights(chunk, self.max, self.scale);
             self.add(chunk, &w);
             if (start + (i + 1) * LANES).is_multiple_of(BLOCK) {
                 self.flush();

@@ -17,7 +17,7 @@
 //! are skipped. A masked token stays masked.
 //!
 //! # Cost
-//! O(window), no sort: distinct ids are found with a per-token stamp table.
+//! O(window), no sort: distinct ids are found with a bitset of the vocabulary.
 
 use crate::chain::edits::EditCx;
 
@@ -41,7 +41,7 @@ pub(crate) fn apply(history: &[u32], last_n: Option<usize>, penalty: f32, cx: &m
     if penalty == 1.0 {
         return;
     }
-    cx.counts(window(history, last_n), |cx, token, _| {
+    cx.distinct(window(history, last_n), |cx, token| {
         let x = cx.get(token);
         if x > f32::NEG_INFINITY {
             cx.set(token, penalise(x, penalty));
