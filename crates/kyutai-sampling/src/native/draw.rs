@@ -79,62 +79,125 @@ pub(crate) fn within(block: &[f32], start: usize, target: f64) -> Option<usize> 
 /// `V / BLOCK + BLOCK` variates instead of `V`. Tokens of weight 0 never win. `None` only when
 /// every weight is 0.
 ///
-/// This is the first level: the winning block; [`gumbel_within`] is the second. `scratch` holds
-/// one exponential variate per block (its capacity is kept for the next call).
-///
-/// Computing `ln(sum) + g` takes three logarithms per block; the key is `ln(sum / E)` with
-/// `E = -ln u` the exponential variate behind `g = -ln E`, so the ratio `sum / E` ranks the
-/// blocks as the key does, up to rounding. The ratios (one logarithm per block) rule out every
-/// block more than a relative `1e-9` below the best ratio, far beyond the `1e-12` that rounding
-/// can move a key, and the exact keys of the few that remain decide, in block order as before:
-/// the same variates and the same winner as computing every key, at a third of the logarithms.
+/// This is the first level: the winning block; [`gumbel_within`] is the second. Both are a
+/// [`race`]. `known` and `uniforms` are scratch (their capacity is kept for the next call).
 pub(crate) fn gumbel_block(
     sums: &[f64],
     rng: &mut impl RngCore,
-    scratch: &mut Vec<f64>,
+    known: &mut Vec<f64>,
+    uniforms: &mut Vec<f64>,
 ) -> Option<usize> {
-    scratch.clear();
-    for &sum in sums {
-        // One variate per positive block, in block order (the stream `gumbel` would consume).
-        scratch.push(if sum > 0.0 { exponential(rng) } else { 1.0 });
-    }
-    pruned_argmax(sums, scratch)
+    known.clear();
+    known.extend_from_slice(sums);
+    race(sums, known, |w| w, |_| 0.0, rng, uniforms)
 }
 
 /// The second level of the Gumbel-max draw ([`gumbel_block`]): the winning token of `block`,
-/// whose first token is `start`, pruned the same way.
-pub(crate) fn gumbel_within(block: &[f32], start: usize, rng: &mut impl RngCore) -> Option<usize> {
+/// whose first token is `start`.
+pub(crate) fn gumbel_within(
+    block: &[f32],
+    start: usize,
+    rng: &mut impl RngCore,
+    uniforms: &mut Vec<f64>,
+) -> Option<usize> {
     let mut weights = [0.0f64; BLOCK];
-    let mut variates = [1.0f64; BLOCK];
-    for ((w, e), &x) in weights.iter_mut().zip(variates.iter_mut()).zip(block) {
+    let n = block.len().min(BLOCK);
+    for (w, &x) in weights.iter_mut().zip(block) {
         *w = f64::from(x);
-        if x > 0.0 {
-            *e = exponential(rng);
+    }
+    let mut known = weights;
+    race(
+        &weights[..n],
+        &mut known[..n],
+        |w| w,
+        |_| 0.0,
+        rng,
+        uniforms,
+    )
+    .map(|i| start + i)
+}
+
+/// The uniform behind an exponential variate: `u` in the open interval `(0, 1)` (the 53-bit grid
+/// shifted by half a step, which can round to 1), from one `u64` of the stream.
+fn open_unit(rng: &mut impl RngCore) -> f64 {
+    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+}
+
+/// Relative slack of [`race`]'s bounds on a ratio: far beyond the rounding of the ratios and of
+/// the logarithm (a few units in the last place of an f64).
+const RATIO_SLACK: f64 = 1e-6;
+
+/// The Gumbel-max race over items of weight `w_i`: the index maximising `ln(w_i) - ln(E_i)` over
+/// the items of positive weight (the first on ties), where `E_i = -ln(u_i)` is the exponential
+/// variate behind the Gumbel one, one `u64` of `rng` per positive item, in order.
+///
+/// Item `i`'s weight is `known[i]` when that is `>= 0`; otherwise it lies in
+/// `[low[i], high(low[i])]` with `low[i] > 0`, and `exact(i)` computes it (stored in `known`).
+/// Only the logarithms and weights that can matter are computed:
+///
+/// * `E` lies in `[1 - u, (1 - u) / u]` (from `ln x <= x - 1`), so each ratio `w / E` is bounded
+///   without a logarithm, and `best`, the largest lower bound, is at most the largest ratio;
+/// * an item whose upper bound is below `best * (1 - 1e-9)` is below the cut that the exact
+///   ratios give, so it cannot win, nor set the largest ratio;
+/// * for the others, the exact weight and `E` give the ratios; every key within a relative `1e-9`
+///   of the largest ratio (far beyond the `1e-12` that rounding can move a key) is computed, and
+///   the largest key wins, in index order.
+///
+/// So the winner and the random words consumed are those of computing every key. (A `u` that
+/// rounds to 1 gives `E = -0`, whose ratio is `-inf`: such an item never wins, as before.)
+pub(crate) fn race(
+    low: &[f64],
+    known: &mut [f64],
+    high: impl Fn(f64) -> f64,
+    mut exact: impl FnMut(usize) -> f64,
+    rng: &mut impl RngCore,
+    uniforms: &mut Vec<f64>,
+) -> Option<usize> {
+    uniforms.clear();
+    let mut best = 0.0f64;
+    for (&l, &k) in low.iter().zip(known.iter()) {
+        let positive = if k >= 0.0 { k > 0.0 } else { l > 0.0 };
+        // 0 marks an item without a variate (it never wins).
+        let u = if positive { open_unit(rng) } else { 0.0 };
+        uniforms.push(u);
+        if positive && u < 1.0 {
+            let w = if k >= 0.0 { k } else { l };
+            best = best.max(w * u / (1.0 - u) * (1.0 - RATIO_SLACK));
         }
     }
-    let n = block.len().min(BLOCK);
-    pruned_argmax(&weights[..n], &variates[..n]).map(|i| start + i)
-}
-
-/// `-ln u` for the `u` of [`gumbel`]: the exponential variate whose `-ln` is the Gumbel one.
-fn exponential(rng: &mut impl RngCore) -> f64 {
-    let u = ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
-    -u.ln()
-}
-
-/// The index maximising `ln(w) + (-ln e)` over the positive `w` (the first on ties), computing
-/// that key only where `w / e` is within a relative `1e-9` of its maximum (see [`gumbel_block`]).
-fn pruned_argmax(weights: &[f64], variates: &[f64]) -> Option<usize> {
-    let best = weights
-        .iter()
-        .zip(variates)
-        .filter(|(&w, _)| w > 0.0)
-        .map(|(&w, &e)| w / e)
-        .fold(0.0f64, f64::max);
     let cut = best * (1.0 - 1e-9);
+    // The survivors' exact weights and variates (`uniforms[i]` becomes `E_i`, or 0 if ruled out).
+    let mut top = 0.0f64;
+    for (i, ((&l, k), u)) in low
+        .iter()
+        .zip(known.iter_mut())
+        .zip(uniforms.iter_mut())
+        .enumerate()
+    {
+        if *u == 0.0 {
+            continue;
+        }
+        if *u >= 1.0 {
+            *u = 0.0;
+            continue;
+        }
+        let w_high = if *k >= 0.0 { *k } else { high(l) };
+        if w_high / (1.0 - *u) * (1.0 + RATIO_SLACK) < cut {
+            *u = 0.0;
+            continue;
+        }
+        if *k < 0.0 {
+            *k = exact(i);
+        }
+        *u = -u.ln();
+        if *k > 0.0 {
+            top = top.max(*k / *u);
+        }
+    }
+    let cut = top * (1.0 - 1e-9);
     let mut winner: Option<(f64, usize)> = None;
-    for (i, (&w, &e)) in weights.iter().zip(variates).enumerate() {
-        if w > 0.0 && w / e >= cut {
+    for (i, (&w, &e)) in known.iter().zip(uniforms.iter()).enumerate() {
+        if e > 0.0 && w > 0.0 && w / e >= cut {
             let key = w.ln() + -(e.ln());
             if winner.is_none_or(|(k, _)| key > k) {
                 winner = Some((key, i));
@@ -209,7 +272,7 @@ mod tests {
     #[test]
     fn pruned_gumbel_draws_the_same_tokens_from_the_same_stream() {
         let mut gen = ChaCha8Rng::seed_from_u64(5);
-        let mut scratch = Vec::new();
+        let (mut known, mut uniforms) = (Vec::new(), Vec::new());
         for case in 0..300 {
             let len = 1 + (gen.next_u32() % 3000) as usize;
             // Equal weights (exact ties), zeros, and a wide range of magnitudes.
@@ -228,9 +291,10 @@ mod tests {
                 ChaCha8Rng::seed_from_u64(seed),
             );
             let expected = naive_gumbel(&weights, &sums, &mut a);
-            let got = gumbel_block(&sums, &mut b, &mut scratch).and_then(|blk| {
+            let got = gumbel_block(&sums, &mut b, &mut known, &mut uniforms).and_then(|blk| {
                 let start = blk * BLOCK;
-                gumbel_within(&weights[start..(start + BLOCK).min(len)], start, &mut b)
+                let block = &weights[start..(start + BLOCK).min(len)];
+                gumbel_within(block, start, &mut b, &mut uniforms)
             });
             assert_eq!(got, expected, "case {case}");
             assert_eq!(
@@ -239,6 +303,56 @@ mod tests {
                 "case {case}: same variates consumed"
             );
         }
+    }
+
+    #[test]
+    fn bounded_sums_give_the_same_winner_and_stream() {
+        let mut gen = ChaCha8Rng::seed_from_u64(9);
+        let (mut known, mut uniforms, mut plain_known) = (Vec::new(), Vec::new(), Vec::new());
+        let mut computed = 0usize;
+        let mut blocks = 0usize;
+        for case in 0..300 {
+            let n = 1 + (gen.next_u32() % 600) as usize;
+            let sums: Vec<f64> = (0..n)
+                .map(|_| match gen.next_u32() % 6 {
+                    0 => 0.0,
+                    1 => 1.0,
+                    _ => (gen.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 50.0,
+                })
+                .collect();
+            // Valid bounds: `low` at most the sum, `high(low)` at least it, within a factor 64.
+            let spread = 64.0;
+            let low: Vec<f64> = sums
+                .iter()
+                .map(|&s| s / (1.0 + (spread - 1.0) * unit(&mut gen)))
+                .collect();
+            known.clear();
+            known.extend(sums.iter().map(|&s| if s > 0.0 { -1.0 } else { 0.0 }));
+            let seed = gen.next_u64();
+            let (mut a, mut b) = (
+                ChaCha8Rng::seed_from_u64(seed),
+                ChaCha8Rng::seed_from_u64(seed),
+            );
+            let expected = gumbel_block(&sums, &mut a, &mut plain_known, &mut uniforms);
+            let mut calls = 0;
+            let got = race(
+                &low,
+                &mut known,
+                |l| l * spread,
+                |i| {
+                    calls += 1;
+                    sums[i]
+                },
+                &mut b,
+                &mut uniforms,
+            );
+            assert_eq!(got, expected, "case {case}");
+            assert_eq!(a.next_u64(), b.next_u64(), "case {case}: same words");
+            computed += calls;
+            blocks += n;
+        }
+        // The bounds spare most of the exact sums.
+        assert!(computed * 2 < blocks, "{computed} of {blocks}");
     }
 
     #[test]

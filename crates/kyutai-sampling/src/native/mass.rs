@@ -30,12 +30,10 @@
 //! less than `p` of the mass (the whole top `k` is kept), or when the cut falls where the mass
 //! left outside the candidates is small next to the candidates'.
 
-use super::weights::group_split;
+use super::weights::{group_split, TINY};
 
 /// Relative widening of the bounds.
 const MARGIN: f64 = 1.0 / 4096.0;
-/// A bound on the weight of a token whose exact weight is below `2^-125`.
-const TINY: f64 = 2.350_988_701_644_575e-38; // 2^-125
 
 /// Bounds on `p · Z`, the limit of candle's cut: `(low, high)` with `low <= p · Z <= high`.
 ///

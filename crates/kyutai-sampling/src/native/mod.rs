@@ -77,11 +77,14 @@ use weights::{BlockSums, BlockWeights, StoreWeights, SumWeights, BLOCK};
 ///   search through only the groups whose maximum can be among the top `k`; when `k` exceeds
 ///   the number of groups (Moshi's `k = 250` over 2048 codes), a histogram of the distances to
 ///   the maximum gives the threshold instead;
-/// * `All` and `GumbelSoftmax`: a pass for the maximum, then one that writes the weights and
-///   their sums per block of 256 tokens; the draw walks the block sums, then one block;
-/// * `TopP`: the same, then rejection sampling against the full distribution, which is exact and
-///   needs a (usually partial) pass over the weights to test a drawn token's membership;
-/// * `TopKThenTopP`: `TopK`'s two passes, then one that sums the weights.
+/// * `All` and `GumbelSoftmax`: a pass for the maximum, then one that sums the weights per block
+///   of 256 tokens; the draw walks the block sums, then recomputes one block's weights;
+/// * `TopP`: a pass for the maximum, one that writes the weights and their block sums, then
+///   rejection sampling against the full distribution, which is exact and needs a (usually
+///   partial) pass over the weights to test a drawn token's membership;
+/// * `TopKThenTopP`: `TopK`'s passes; then candle's cut, whose `p` is measured against the whole
+///   vocabulary's weight, is decided from bounds on that weight (the top `k` and the group
+///   maxima) when they suffice, and otherwise by a pass that sums the weights.
 ///
 /// Loops are written to be vectorised by the compiler in portable code. Contiguous CPU f32
 /// tensors (`[V]` or `[1, V]`) are read in place, and buffers are kept from call to call, so after
@@ -201,6 +204,8 @@ pub(crate) struct Workspace {
     groups: Vec<f32>,
     /// One exponential variate per block (`GumbelSoftmax`).
     variates: Vec<f64>,
+    /// The block sums known exactly, or -1 (`GumbelSoftmax` over many blocks).
+    exact: Vec<f64>,
     /// Edits that needed sorting.
     edits: EditBuffer,
 }
@@ -284,16 +289,12 @@ pub(crate) fn draw_mode(
         Mode::TopKThenTopP { k, p, scale } if k >= len => top_p(work, view, p, scale, rng)?,
         Mode::TopKThenTopP { k, p, scale } => top_k_top_p(work, view, k, p, scale, rng)?,
         Mode::Gumbel { scale } => {
-            let mut variates = std::mem::take(&mut work.variates);
-            let picked = block_sums(work, view, scale)
-                .map(|(sums, _, max)| (draw::gumbel_block(sums, rng, &mut variates), max));
-            work.variates = variates;
-            let (picked, max) = picked?;
+            let (picked, max) = gumbel_pick_block(work, view, scale, rng)?;
             match picked {
                 Some(b) => {
                     let mut block = [0.0f32; BLOCK];
                     let block = block_weights(view, b, max, scale, &mut block);
-                    draw::gumbel_within(block, b * BLOCK, rng)
+                    draw::gumbel_within(block, b * BLOCK, rng, &mut work.variates)
                 }
                 None => None,
             }
@@ -352,6 +353,90 @@ fn block_sums<'w>(
     block.finish();
     let total = sums.iter().sum();
     Ok((sums, total, max))
+}
+
+/// From this many blocks, `GumbelSoftmax` bounds the block sums by the group maxima and computes
+/// only the sums that can win (below, the bounds rule out too few blocks to pay for themselves).
+const BOUNDED_GUMBEL_BLOCKS: usize = 32;
+
+/// Relative slack of the Gumbel bounds: far more than the rounding of a block's f32 sum (below
+/// `2^-19`) and the weights' departures from monotonicity (below `2^-21`).
+const GUMBEL_MARGIN: f64 = 1.0 / 4096.0;
+
+/// The first level of the Gumbel-max draw: validates `view`, then returns the winning block
+/// ([`draw::gumbel_block`]'s on the exact sums, with the same variates) and the largest logit.
+///
+/// Over many blocks, the sums come from bounds first: a pass records the maximum of every group
+/// of [`GROUP`] tokens; a block's sum is at least the weights of its groups' maxima (they are
+/// some of its tokens) and at most [`GROUP`] times that (no token of a group is above its
+/// maximum), both widened by [`GUMBEL_MARGIN`]. [`draw::race`] then computes only the
+/// sums of the blocks those bounds cannot rule out (about a tenth at 128256 Zipf-shaped logits).
+fn gumbel_pick_block(
+    work: &mut Workspace,
+    view: &View<'_>,
+    scale: f32,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Option<usize>, f32), SamplingError> {
+    let len = view.len();
+    let blocks = len.div_ceil(BLOCK);
+    let mut variates = std::mem::take(&mut work.variates);
+    if blocks < BOUNDED_GUMBEL_BLOCKS {
+        let mut known = std::mem::take(&mut work.exact);
+        let picked = block_sums(work, view, scale).map(|(sums, _, max)| {
+            (
+                draw::gumbel_block(sums, rng, &mut known, &mut variates),
+                max,
+            )
+        });
+        (work.variates, work.exact) = (variates, known);
+        return picked;
+    }
+    let max = match scan_groups(work, view) {
+        Ok(max) => max,
+        Err(e) => {
+            work.variates = variates;
+            return Err(e);
+        }
+    };
+    let Workspace {
+        groups,
+        sums: lower,
+        exact,
+        ..
+    } = &mut *work;
+    let groups = groups.get(..len.div_ceil(GROUP)).unwrap_or_default();
+    lower.resize(blocks.max(lower.len()), 0.0);
+    exact.resize(blocks.max(exact.len()), 0.0);
+    let (lower, exact) = (&mut lower[..blocks], &mut exact[..blocks]);
+    weights::block_maxima_weights(groups, max, scale, lower);
+    let mut block = [0.0f32; BLOCK];
+    let mut sum = |b: usize| {
+        block.fill(0.0);
+        block_weights(view, b, max, scale, &mut block);
+        weights::block_total(&block)
+    };
+    let per_block = BLOCK / GROUP;
+    for (b, (low, known)) in lower.iter_mut().zip(exact.iter_mut()).enumerate() {
+        *known = -1.0;
+        if *low > 0.0 {
+            *low *= 1.0 - GUMBEL_MARGIN;
+        } else {
+            // No group maximum weighs anything: the sum is 0 when the block's maximum is past
+            // the weights' clamp (every token of the block is then exactly 0), else computed.
+            let top = groups
+                .iter()
+                .skip(b * per_block)
+                .take(per_block)
+                .fold(f32::NEG_INFINITY, |a, &m| if m > a { m } else { a });
+            let y = (top - max) * scale;
+            *known = if y > -127.0 { sum(b) } else { 0.0 };
+        }
+    }
+    let upper =
+        |low: f64| GROUP as f64 * low * (1.0 + 4.0 * GUMBEL_MARGIN) + BLOCK as f64 * weights::TINY;
+    let picked = draw::race(lower, exact, upper, sum, rng, &mut variates);
+    work.variates = variates;
+    Ok((picked, max))
 }
 
 /// The weights of block `b` of `view` (the same bits [`dense`] stores), in `out`; the last block
@@ -673,5 +758,56 @@ impl std::fmt::Debug for NativeSampler {
             .field("seed", &self.seed)
             .field("sampling", &self.sampling)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, RngCore};
+
+    /// The Gumbel draw with every block sum computed (the path for few blocks), for any size.
+    fn every_sum(view: &View<'_>, scale: f32, rng: &mut ChaCha8Rng) -> Option<usize> {
+        let mut work = Workspace::default();
+        let (mut known, mut uniforms) = (Vec::new(), Vec::new());
+        let (sums, _, max) = block_sums(&mut work, view, scale).ok()?;
+        let b = draw::gumbel_block(sums, rng, &mut known, &mut uniforms)?;
+        let mut block = [0.0f32; BLOCK];
+        let block = block_weights(view, b, max, scale, &mut block);
+        draw::gumbel_within(block, b * BLOCK, rng, &mut uniforms)
+    }
+
+    #[test]
+    fn gumbel_over_many_blocks_draws_what_every_sum_draws() {
+        let mut gen = ChaCha8Rng::seed_from_u64(21);
+        let mut work = Workspace::default();
+        for case in 0..120u64 {
+            let len = gen.random_range(BOUNDED_GUMBEL_BLOCKS * BLOCK..60_000);
+            let spread = [0.01f32, 5.0, 20.0, 400.0][case as usize % 4];
+            let mut logits: Vec<f32> = (0..len).map(|_| -spread * gen.random::<f32>()).collect();
+            // Masked stretches (whole blocks among them) and blocks far below the maximum.
+            for _ in 0..3 {
+                let at = gen.random_range(0..len);
+                let n = gen.random_range(1..2000).min(len - at);
+                let value = if gen.random_bool(0.5) {
+                    f32::NEG_INFINITY
+                } else {
+                    -95.0 - gen.random::<f32>()
+                };
+                logits[at..at + n].iter_mut().for_each(|x| *x = value);
+            }
+            logits[gen.random_range(0..len)] = 1.0;
+            let s = scale([0.5, 1.0, 2.0][case as usize % 3]);
+            let view = View::plain(&logits);
+            let seed = gen.next_u64();
+            let (mut a, mut b) = (
+                ChaCha8Rng::seed_from_u64(seed),
+                ChaCha8Rng::seed_from_u64(seed),
+            );
+            let got = draw_mode(&mut work, Mode::Gumbel { scale: s }, &view, &mut a).unwrap();
+            let expected = every_sum(&view, s, &mut b).unwrap();
+            assert_eq!(got as usize, expected, "case {case}");
+            assert_eq!(a.next_u64(), b.next_u64(), "case {case}: same words");
+        }
     }
 }

@@ -342,6 +342,48 @@ impl Visit for SumWeights {
     }
 }
 
+/// `2^-125`: weights below it are not accurate (but stay below it), so bounds on sums of weights
+/// allow this much per token.
+pub(crate) const TINY: f64 = 2.350_988_701_644_575e-38;
+
+/// The sum of one block's weights (`w`, zero past the end of a partial block) exactly as
+/// [`BlockSums`] computes it: the same bits.
+pub(crate) fn block_total(w: &[f32; BLOCK]) -> f64 {
+    let mut acc = [0.0f32; HALF];
+    for chunk in w.as_chunks::<LANES>().0 {
+        accumulate(&mut acc, chunk);
+    }
+    reduce(&acc)
+}
+
+/// Groups of [`GROUP`](super::GROUP) tokens per [`BLOCK`].
+const GROUPS_PER_BLOCK: usize = BLOCK / super::GROUP;
+const _: () = assert!(BLOCK.is_multiple_of(super::GROUP));
+const _: () = assert!(LANES.is_multiple_of(GROUPS_PER_BLOCK));
+
+/// For each block, the sum in f64 of the weights of its groups' maxima (`maxima` holds one per
+/// [`GROUP`](super::GROUP) tokens), into `out` (one slot per block).
+pub(crate) fn block_maxima_weights(maxima: &[f32], max: f32, scale: f32, out: &mut [f64]) {
+    let mut out = out.iter_mut();
+    let (chunks, rest) = maxima.as_chunks::<LANES>();
+    for chunk in chunks {
+        let w = lane_weights(chunk, max, scale);
+        for group in w.as_chunks::<GROUPS_PER_BLOCK>().0 {
+            if let Some(o) = out.next() {
+                *o = group.iter().map(|&w| f64::from(w)).sum();
+            }
+        }
+    }
+    for group in rest.chunks(GROUPS_PER_BLOCK) {
+        if let Some(o) = out.next() {
+            *o = group
+                .iter()
+                .map(|&m| f64::from(weight(m, max, scale)))
+                .sum();
+        }
+    }
+}
+
 /// For values `m` (group maxima): the sum, in f64, of the weights of those below `below`, and
 /// the number of the others.
 pub(crate) fn group_split(values: &[f32], below: f32, max: f32, scale: f32) -> (f64, usize) {
@@ -497,6 +539,50 @@ mod tests {
         assert!(hot > 0.0);
         assert_eq!(weight(-1e30, 1e30, hot), 1.0);
         assert_eq!(weight(f32::NEG_INFINITY, 0.0, hot), 0.0);
+    }
+
+    #[test]
+    fn one_block_recomputed_is_the_same_bits_as_the_block_sums() {
+        for len in [16usize, 200, 256, 1000, 2064, 5000] {
+            let logits: Vec<f32> = (0..len).map(|i| ((i * 53) % 97) as f32 * -0.37).collect();
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let s = scale(0.9);
+            let mut sums = vec![0.0; len.div_ceil(BLOCK)];
+            let mut block_sums = BlockSums::new(max, s, len, &mut sums);
+            View::plain(&logits).visit(&mut block_sums);
+            block_sums.finish();
+            for (b, &sum) in sums.iter().enumerate() {
+                let mut out = [0.0f32; BLOCK];
+                let end = ((b + 1) * BLOCK).min(len);
+                View::plain(&logits).visit_range(
+                    b * BLOCK,
+                    end,
+                    &mut BlockWeights::new(max, s, b * BLOCK, &mut out),
+                );
+                assert_eq!(
+                    block_total(&out).to_bits(),
+                    sum.to_bits(),
+                    "len {len} block {b}"
+                );
+            }
+            // The group maxima's weights, per block.
+            let maxima: Vec<f32> = logits
+                .chunks(crate::native::GROUP)
+                .map(|g| g.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+                .collect();
+            let mut out = vec![0.0; len.div_ceil(BLOCK)];
+            block_maxima_weights(&maxima, max, s, &mut out);
+            for (b, &o) in out.iter().enumerate() {
+                let per = BLOCK / crate::native::GROUP;
+                let want: f64 = maxima
+                    .iter()
+                    .skip(b * per)
+                    .take(per)
+                    .map(|&m| f64::from(weight(m, max, s)))
+                    .sum();
+                assert_eq!(o, want, "len {len} block {b}");
+            }
+        }
     }
 
     #[test]
