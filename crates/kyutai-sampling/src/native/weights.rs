@@ -74,12 +74,15 @@ fn reduce(acc: &[f32; HALF]) -> f64 {
     acc.iter().map(|&x| f64::from(x)).sum()
 }
 
-/// The weights of `N` logits, lane by lane (the compiler vectorises the loop).
+/// The weights of `N` logits (a multiple of [`HALF`]), computed [`HALF`] lanes at a time, which
+/// the compiler vectorises while keeping the polynomial's temporaries in registers.
 #[inline(always)]
 fn lane_weights<const N: usize>(values: &[f32; N], max: f32, scale: f32) -> [f32; N] {
     let mut w = [0.0f32; N];
-    for (w, &x) in w.iter_mut().zip(values) {
-        *w = weight(x, max, scale);
+    for (w, values) in w.chunks_exact_mut(HALF).zip(values.chunks_exact(HALF)) {
+        for (w, &x) in w.iter_mut().zip(values) {
+            *w = weight(x, max, scale);
+        }
     }
     w
 }
@@ -161,21 +164,23 @@ impl Visit for StoreWeights<'_> {
         let Some(out) = self.out.get_mut(start..start + values.len()) else {
             return;
         };
-        let sums = &mut *self.sums;
         let mut acc = self.acc;
-        let mut outs = out.chunks_exact_mut(LANES);
-        each_chunk(start, values, max, scale, |end, w| {
-            if let Some(out) = outs.next() {
-                out.copy_from_slice(w);
-            }
-            accumulate(&mut acc, w);
+        // A loop of its own rather than `each_chunk`: the portable build keeps it faster.
+        let chunks = out
+            .chunks_exact_mut(LANES)
+            .zip(values.as_chunks::<LANES>().0);
+        for (i, (out, values)) in chunks.enumerate() {
+            let w = lane_weights(values, max, scale);
+            out.copy_from_slice(&w);
+            accumulate(&mut acc, &w);
+            let end = start + (i + 1) * LANES;
             if end.is_multiple_of(BLOCK) {
-                if let Some(sum) = sums.get_mut(end / BLOCK - 1) {
+                if let Some(sum) = self.sums.get_mut(end / BLOCK - 1) {
                     *sum = reduce(&acc);
                 }
                 acc = [0.0; HALF];
             }
-        });
+        }
         self.acc = acc;
     }
 
