@@ -645,22 +645,15 @@ fn top_k_top_p(
         candidate.0 = weight(candidate.0, max, scale);
     }
     top.sort_unstable_by(by_rank);
-    let top_mass: f64 = top.iter().map(|&(w, _)| f64::from(w)).sum();
-    let len = view.len();
     let Workspace {
         candidates: top,
         groups,
         ..
     } = work;
-    let groups = groups.get(..len.div_ceil(GROUP)).unwrap_or_default();
+    let weights = || top.iter().map(|&(w, _)| w);
     // candle compares f32 cumulative probabilities with `p as f32`.
     let p = f64::from(p as f32);
-    let (low, high) = mass::limits(top_mass, groups, kth, max, scale, len, p);
-    let weights = || top.iter().map(|&(w, _)| w);
-    let kept = match mass::decide(weights(), low, high) {
-        Some(kept) => kept,
-        None => mass::cut(weights(), p * total_weight(view, max, scale)),
-    };
+    let kept = candle_kept(groups, view, kth, max, scale, p, weights);
     let kept_mass = weights().take(kept).fold(0.0f64, |m, w| m + f64::from(w));
     let target = draw::unit(rng) * kept_mass;
     Ok(walk(top.iter().take(kept).copied(), target))
@@ -678,24 +671,35 @@ pub(crate) fn candle_cut<'w>(
 ) -> Result<&'w [Candidate], SamplingError> {
     let (top, max) = top_candidates(work, view, k)?;
     let kth = top.last().map_or(f32::NEG_INFINITY, |c| c.0);
-    let top_mass: f64 = top
-        .iter()
-        .map(|&(x, _)| f64::from(weight(x, max, scale)))
-        .sum();
-    let len = view.len();
     let Workspace {
         candidates: top,
         groups,
         ..
     } = work;
-    let groups = groups.get(..len.div_ceil(GROUP)).unwrap_or_default();
-    let (low, high) = mass::limits(top_mass, groups, kth, max, scale, len, p);
     let weights = || top.iter().map(|&(x, _)| weight(x, max, scale));
-    let kept = match mass::decide(weights(), low, high) {
-        Some(kept) => kept,
-        None => mass::cut(weights(), p * total_weight(view, max, scale)),
-    };
+    let kept = candle_kept(groups, view, kth, max, scale, p, weights);
     Ok(top.get(..kept).unwrap_or(top))
+}
+
+/// How many of the top candidates (`weights()`: their weights in rank order; `kth` the k-th
+/// logit) candle's rule keeps for `p` against the whole vocabulary: decided by [`mass`]'s bounds
+/// from the group maxima that [`top_candidates`] left in `groups` when they suffice, else by a
+/// pass that sums every weight.
+fn candle_kept<I: Iterator<Item = f32>>(
+    groups: &[f32],
+    view: &View<'_>,
+    kth: f32,
+    max: f32,
+    scale: f32,
+    p: f64,
+    weights: impl Fn() -> I,
+) -> usize {
+    let len = view.len();
+    let groups = groups.get(..len.div_ceil(GROUP)).unwrap_or_default();
+    let top_mass: f64 = weights().map(f64::from).sum();
+    let (low, high) = mass::limits(top_mass, groups, kth, max, scale, len, p);
+    mass::decide(weights(), low, high)
+        .unwrap_or_else(|| mass::cut(weights(), p * total_weight(view, max, scale)))
 }
 
 /// The first candidate at which the running sum of weights exceeds `target`, or the last
