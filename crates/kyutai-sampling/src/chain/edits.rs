@@ -26,18 +26,9 @@ pub(crate) struct Edits {
     marks: Vec<u64>,
     /// The entries in token order, built from `marks` (then swapped with `entries`).
     ordered: Vec<(u32, f32)>,
-    /// One bit per token, all clear between calls: the tokens [`EditCx::distinct`] has seen.
+    /// One bit per token (sized by [`EditCx::distinct`]), all clear between calls: the tokens
+    /// it has seen.
     seen: Vec<u64>,
-}
-
-impl Edits {
-    /// Whether token `t` has an entry.
-    #[inline]
-    fn is_marked(&self, t: usize) -> bool {
-        self.marks
-            .get(t / 64)
-            .is_some_and(|&word| word & (1 << (t % 64)) != 0)
-    }
 }
 
 /// [`Edits::sorted`] scans the marks rather than sorting when the vocabulary has at most this
@@ -61,9 +52,15 @@ impl Edits {
             self.epoch = 0;
             self.marks.clear();
             self.marks.resize(vocab.div_ceil(64), 0);
-            self.seen.clear();
-            self.seen.resize(vocab.div_ceil(64), 0);
         }
+    }
+
+    /// Whether token `t` has an entry.
+    #[inline]
+    fn is_marked(&self, t: usize) -> bool {
+        self.marks
+            .get(t / 64)
+            .is_some_and(|&word| word & (1 << (t % 64)) != 0)
     }
 
     /// The entries, sorted by token (the invariant of the engine's view). No entry can be read or

@@ -379,9 +379,11 @@ fn gumbel_pick_block(
 ) -> Result<(Option<usize>, f32), SamplingError> {
     let len = view.len();
     let blocks = len.div_ceil(BLOCK);
-    let mut variates = std::mem::take(&mut work.variates);
     if blocks < BOUNDED_GUMBEL_BLOCKS {
-        let mut known = std::mem::take(&mut work.exact);
+        let (mut known, mut variates) = (
+            std::mem::take(&mut work.exact),
+            std::mem::take(&mut work.variates),
+        );
         let picked = block_sums(work, view, scale).map(|(sums, _, max)| {
             (
                 draw::gumbel_block(sums, rng, &mut known, &mut variates),
@@ -391,17 +393,12 @@ fn gumbel_pick_block(
         (work.variates, work.exact) = (variates, known);
         return picked;
     }
-    let max = match scan_groups(work, view) {
-        Ok(max) => max,
-        Err(e) => {
-            work.variates = variates;
-            return Err(e);
-        }
-    };
+    let max = scan_groups(work, view)?;
     let Workspace {
         groups,
         sums: lower,
         exact,
+        variates,
         ..
     } = &mut *work;
     let groups = groups.get(..len.div_ceil(GROUP)).unwrap_or_default();
@@ -434,9 +431,7 @@ fn gumbel_pick_block(
     }
     let upper =
         |low: f64| GROUP as f64 * low * (1.0 + 4.0 * GUMBEL_MARGIN) + BLOCK as f64 * weights::TINY;
-    let picked = draw::race(lower, exact, upper, sum, rng, &mut variates);
-    work.variates = variates;
-    Ok((picked, max))
+    Ok((draw::race(lower, exact, upper, sum, rng, variates), max))
 }
 
 /// The weights of block `b` of `view` (the same bits [`dense`] stores), in `out`; the last block
