@@ -22,7 +22,10 @@ use crate::logits::with_logits;
 use crate::params::{check_sampling, sampling_from_options};
 use crate::{Sampler, SamplingError};
 pub(crate) use select::GROUP;
-use select::{by_rank, gather_groups, top_k_floor, Collect, Gather, GroupScan, Scan, Spread};
+use select::{
+    by_rank, gather_groups, ranked_candidates, sampled_floor, top_k_floor, unkey, Collect,
+    CollectKeys, Gather, GroupScan, Scan, Spread,
+};
 use view::{normalise_edits, EditBuffer};
 use weights::{BlockSums, BlockWeights, StoreWeights, SumWeights, BLOCK};
 
@@ -552,26 +555,36 @@ fn top_p(
     result
 }
 
-/// Validates `view` and finds its `k` best-ranked logits (best first) into the workspace: a scan
-/// that also records the maximum of every group of tokens, then a threshold search through the
-/// groups whose maximum can be in the top `k`; or, when there are fewer groups than `k`, a scan
-/// for the maximum, a histogram of the distances to it, and a search from the threshold it
-/// gives. Returns them and the largest logit. Afterwards the workspace's group slots hold an
-/// upper bound of each group's maximum (for [`collect_groups`]).
+/// Validates `view` and finds its `k` best-ranked logits (best first) into the workspace: see
+/// [`top_keys`]. Returns them and the largest logit.
 pub(crate) fn top_candidates<'w>(
     work: &'w mut Workspace,
     view: &View<'_>,
     k: usize,
 ) -> Result<(&'w mut Vec<Candidate>, f32), SamplingError> {
+    let max = top_keys(work, view, k)?;
+    let Workspace {
+        candidates, keys, ..
+    } = work;
+    Ok((ranked_candidates(keys, candidates), max))
+}
+
+/// Validates `view` and finds the [`key`](select::key)s of its `k` best-ranked logits, in no
+/// particular order, into the workspace's `keys`: a scan that also records the maximum of every
+/// group of tokens, then a threshold search through the groups whose maximum can be in the top
+/// `k`; or, when there are fewer groups than `k`, a scan for the maximum, a floor from a sample
+/// of the distances to it (or from all of them, see [`sampled_floor`]), and a search from that
+/// floor. Returns the largest logit. Afterwards the workspace's group slots hold an upper bound
+/// of each group's maximum (for [`collect_groups`]).
+pub(crate) fn top_keys(
+    work: &mut Workspace,
+    view: &View<'_>,
+    k: usize,
+) -> Result<f32, SamplingError> {
     // A `k` past the vocabulary (a `min_keep` of `usize::MAX`, say) keeps every token: never
     // reserve room for more.
     let k = k.min(view.len());
-    let Workspace {
-        candidates,
-        keys,
-        groups,
-        ..
-    } = work;
+    let Workspace { keys, groups, .. } = work;
     let count = view.len().div_ceil(GROUP);
     if groups.len() < count {
         groups.resize(count, 0.0);
@@ -580,31 +593,42 @@ pub(crate) fn top_candidates<'w>(
     if count < k {
         // Fewer groups than candidates, so their maxima cannot bound the search: the distances
         // to the maximum bound it instead, and tell how many logits reach the bound, so that the
-        // search selects once. (Room for every token is reserved, so that later calls never
-        // allocate.) The group slots get an upper bound of every group, for `collect_groups`.
+        // search selects once. The group slots get an upper bound of every group, for
+        // `collect_groups`.
         let mut scan = Scan::new();
         view.visit(&mut scan);
         let max = scan.finish(view)?;
         groups.fill(max);
-        let mut spread = Spread::new(max);
-        view.visit(&mut spread);
-        let (floor, reached) = spread.floor(k);
+        let (floor, reached) = sampled_floor(view, max, k).unwrap_or_else(|| {
+            let mut spread = Spread::new(max);
+            view.visit(&mut spread);
+            spread.floor(k)
+        });
+        // Room for every token, so that later calls never allocate.
+        keys.clear();
         keys.reserve(view.len());
-        let mut gather =
-            Gather::with_capacity(k, floor, reached.saturating_add(16), keys, candidates);
-        view.visit(&mut gather);
-        return Ok((gather.finish(view)?, max));
+        let mut collect = CollectKeys::new(floor, reached.min(view.len()), keys);
+        view.visit(&mut collect);
+        collect.finish(k)?;
+        return Ok(max);
     }
     let mut scan = GroupScan::new(groups);
     view.visit(&mut scan);
     let max = scan.finish(view)?;
     let floor = top_k_floor(groups, k, max);
-    let mut gather = Gather::new(k, floor, keys, candidates);
+    let mut gather = Gather::new(k, floor, keys);
     gather_groups(view, groups, floor, &mut gather);
-    Ok((gather.finish(view)?, max))
+    gather.finish(view)?;
+    Ok(max)
 }
 
 /// `TopK` with `k` below the vocabulary: the top `k`, then a draw among them.
+///
+/// The draw walks the candidates in rank order, summing their weights in f64 until the sum
+/// passes a uniform fraction of their total. When every partial sum of the weights is exact in
+/// f64 ([`exact_sums`]), sums do not depend on their order, so the total is taken before the
+/// candidates are ordered and [`octave_walk`] orders only the few the walk ends among; otherwise
+/// they are sorted and summed in rank order. Both give the same bits.
 fn top_k(
     work: &mut Workspace,
     view: &View<'_>,
@@ -612,13 +636,157 @@ fn top_k(
     scale: f32,
     rng: &mut ChaCha8Rng,
 ) -> Result<Option<usize>, SamplingError> {
-    let (top, max) = top_candidates(work, view, k)?;
-    for candidate in top.iter_mut() {
-        candidate.0 = weight(candidate.0, max, scale);
+    let max = top_keys(work, view, k)?;
+    let Workspace {
+        keys, candidates, ..
+    } = work;
+    let (total, lightest) = key_weights(keys, candidates, max, scale);
+    if !exact_sums(lightest, keys.len()) {
+        let top = ranked_candidates(keys, candidates);
+        for candidate in top.iter_mut() {
+            candidate.0 = weight(candidate.0, max, scale);
+        }
+        let total: f64 = top.iter().map(|&(w, _)| f64::from(w)).sum();
+        let target = draw::unit(rng) * total;
+        return Ok(walk(top.iter().copied(), target));
     }
-    let total: f64 = top.iter().map(|&(w, _)| f64::from(w)).sum();
     let target = draw::unit(rng) * total;
-    Ok(walk(top.iter().copied(), target))
+    Ok(octave_walk(keys, candidates, max, scale, target))
+}
+
+/// The weights of the candidates of `keys` and their [`octave_walk`] octaves (written to
+/// `scratch`, in the keys' order): their total (summed in f64 lanes, exact when [`exact_sums`]
+/// holds) and the smallest. Chunks of [`weights::lane_weights`] so that the compiler vectorises
+/// the exponentials.
+fn key_weights(keys: &[u64], scratch: &mut Vec<Candidate>, max: f32, scale: f32) -> (f64, f32) {
+    const N: usize = 8;
+    scratch.clear();
+    scratch.resize(keys.len(), (0.0, 0));
+    let mut sums = [0.0f64; N];
+    let mut lightest = [f32::INFINITY; N];
+    let (chunks, rest) = keys.as_chunks::<N>();
+    let (out, out_rest) = scratch.as_chunks_mut::<N>();
+    for (chunk, out) in chunks.iter().zip(out) {
+        let x: [f32; N] = std::array::from_fn(|j| unkey(chunk[j]).0);
+        let w = weights::lane_weights(&x, max, scale);
+        for (s, &w) in sums.iter_mut().zip(&w) {
+            *s += f64::from(w);
+        }
+        for (m, &w) in lightest.iter_mut().zip(&w) {
+            *m = m.min(w);
+        }
+        for ((o, &w), &x) in out.iter_mut().zip(&w).zip(&x) {
+            *o = (w, octave(x, max, scale));
+        }
+    }
+    for ((&key, o), (s, m)) in rest
+        .iter()
+        .zip(out_rest)
+        .zip(sums.iter_mut().zip(lightest.iter_mut()))
+    {
+        let x = unkey(key).0;
+        let w = weight(x, max, scale);
+        *s += f64::from(w);
+        *m = m.min(w);
+        *o = (w, octave(x, max, scale));
+    }
+    let total = sums.iter().sum();
+    (total, lightest.iter().fold(f32::INFINITY, |a, &b| a.min(b)))
+}
+
+/// The octave of logit `x` below the largest, `max`: the integer part of `(max - x) * scale`
+/// (at most `OCTAVES - 1`). A larger logit never has a larger octave.
+#[inline(always)]
+fn octave(x: f32, max: f32, scale: f32) -> u32 {
+    (((max - x) * scale) as u32).min(OCTAVES as u32 - 1)
+}
+
+/// Octaves of [`octave_walk`]: weights below 2^-31 of the largest share the last.
+const OCTAVES: usize = 32;
+
+/// The walk of [`walk`] over the candidates of `keys` in rank order, when every partial sum of
+/// their weights (`weights`, in the keys' order) is exact ([`exact_sums`]), without sorting them:
+/// the candidates are grouped by the octave of their weight below the largest (the integer part
+/// of `(max - x) * scale`, which a larger logit never makes larger, so each octave is a run of
+/// the rank order), the octave in which the running sum passes `target` is found from the
+/// octaves' sums, and only its candidates are sorted and walked. Exact sums make every running
+/// sum the same bits as the walk's.
+fn octave_walk(
+    keys: &mut [u64],
+    weighed: &[Candidate],
+    max: f32,
+    scale: f32,
+    target: f64,
+) -> Option<usize> {
+    // Two interleaved tables, so that consecutive additions to one octave do not wait on each
+    // other.
+    let mut mass = [[0.0f64; OCTAVES]; 2];
+    let [even, odd] = &mut mass;
+    let (pairs, rest) = weighed.as_chunks::<2>();
+    for [(a, i), (b, j)] in pairs {
+        if let (Some(m), Some(n)) = (even.get_mut(*i as usize), odd.get_mut(*j as usize)) {
+            *m += f64::from(*a);
+            *n += f64::from(*b);
+        }
+    }
+    for &(w, o) in rest {
+        if let Some(m) = even.get_mut(o as usize) {
+            *m += f64::from(w);
+        }
+    }
+    let mut before = 0.0f64;
+    let mut found = None;
+    for (o, (&a, &b)) in even.iter().zip(odd.iter()).enumerate() {
+        let with = before + (a + b);
+        if with > target {
+            found = Some(o as u32);
+            break;
+        }
+        before = with;
+    }
+    let Some(found) = found else {
+        // Rounding carried the target past the total: the walk ends on the last candidate.
+        return keys.iter().min().map(|&key| unkey(key).1 as usize);
+    };
+    // The octave's candidates to the front, in rank order.
+    let mut count = 0;
+    for (i, &(_, o)) in weighed.iter().enumerate() {
+        if o == found {
+            keys.swap(count, i);
+            count += 1;
+        }
+    }
+    let run = &mut keys[..count];
+    run.sort_unstable_by(|a, b| b.cmp(a));
+    let mut acc = before;
+    let mut last = None;
+    for &key in run.iter() {
+        let (x, token) = unkey(key);
+        acc += f64::from(weight(x, max, scale));
+        last = Some(token as usize);
+        if acc > target {
+            break;
+        }
+    }
+    last
+}
+
+/// Whether every sum of `count` weights of at least `lightest` is exact in f64, whatever its
+/// order. A weight is at most 1 (the largest logit's, see [`weight`]), and each weight is a whole
+/// multiple of `q`, the unit in the last place of a 24-bit significand at `lightest`'s binary
+/// exponent; so every partial sum is a multiple of `q` of at most `count`, which f64's 53-bit
+/// significand holds when `count <= 2^53 q`.
+fn exact_sums(lightest: f32, count: usize) -> bool {
+    // (NaN fails this too.)
+    if lightest
+        .partial_cmp(&f32::MIN_POSITIVE)
+        .is_none_or(|o| o.is_lt())
+    {
+        return false;
+    }
+    // `lightest` with its significand cleared: 2^e, exactly, and `2^53 q = 2^(e + 30)`.
+    let power = f64::from(f32::from_bits(lightest.to_bits() & 0x7f80_0000));
+    count as f64 <= power * f64::powi(2.0, 53 - 23)
 }
 
 /// `TopKThenTopP` with `k` below the vocabulary: the top `k`, candle's rule on them (decided by
@@ -808,5 +976,142 @@ mod tests {
             assert_eq!(got as usize, expected, "case {case}");
             assert_eq!(a.next_u64(), b.next_u64(), "case {case}: same words");
         }
+    }
+
+    /// `TopK`'s draw as a plain reading of its definition: every unmasked logit sorted into rank
+    /// order, the first `k` kept, their weights summed in that order, then the walk.
+    fn ranked_top_k(logits: &[f32], k: usize, scale: f32, rng: &mut ChaCha8Rng) -> Option<usize> {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut ranked: Vec<Candidate> = logits
+            .iter()
+            .zip(0u32..)
+            .filter(|(&x, _)| x > f32::NEG_INFINITY)
+            .map(|(&x, i)| (x, i))
+            .collect();
+        ranked.sort_by(by_rank);
+        ranked.truncate(k);
+        let weighed: Vec<Candidate> = ranked
+            .iter()
+            .map(|&(x, i)| (weight(x, max, scale), i))
+            .collect();
+        let total: f64 = weighed.iter().map(|&(w, _)| f64::from(w)).sum();
+        walk(weighed.iter().copied(), draw::unit(rng) * total)
+    }
+
+    #[test]
+    fn top_k_draws_what_the_ranked_walk_draws() {
+        let mut gen = ChaCha8Rng::seed_from_u64(5);
+        let mut work = Workspace::default();
+        let (mut exact, mut sorted) = (0, 0);
+        for case in 0..800usize {
+            let len = [60usize, 700, 2048, 2048, 5000, 32_000][case % 6];
+            let spread = [0.01f32, 4.0, 12.0, 40.0, 300.0][case / 6 % 5];
+            let mut logits: Vec<f32> = (0..len).map(|_| -spread * gen.random::<f32>()).collect();
+            if case % 3 == 0 {
+                // Ties: a coarse grid of values.
+                logits
+                    .iter_mut()
+                    .for_each(|x| *x = (*x * 4.0).round() / 4.0);
+            }
+            if case % 4 == 1 {
+                for x in logits.iter_mut().step_by(7) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            if case % 5 == 2 {
+                // Sorted order defeats the sample, for the whole histogram's floor.
+                logits.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            }
+            let k = [1usize, 2, 25, 50, 250, len / 2, len - 1][case % 7].max(1);
+            let s = scale([0.8, 1.0, 0.3, 2.5][case % 4]);
+            let seed = gen.next_u64();
+            let (mut a, mut b) = (
+                ChaCha8Rng::seed_from_u64(seed),
+                ChaCha8Rng::seed_from_u64(seed),
+            );
+            let view = View::plain(&logits);
+            let got = top_k(&mut work, &view, k, s, &mut a).unwrap();
+            let expected = ranked_top_k(&logits, k, s, &mut b);
+            assert_eq!(got, expected, "case {case}: len {len} k {k}");
+            assert_eq!(a.next_u64(), b.next_u64(), "case {case}: same words");
+            // Which path ran.
+            let max = top_keys(&mut work, &view, k).unwrap();
+            let (_, lightest) = key_weights(&work.keys, &mut work.candidates, max, s);
+            if exact_sums(lightest, work.keys.len()) {
+                exact += 1;
+            } else {
+                sorted += 1;
+            }
+        }
+        assert!(
+            exact > 200 && sorted > 100,
+            "{exact} exact, {sorted} sorted"
+        );
+    }
+
+    #[test]
+    fn the_octave_walk_ends_where_the_walk_ends_at_every_boundary() {
+        let mut gen = ChaCha8Rng::seed_from_u64(8);
+        for case in 0..60 {
+            let len = gen.random_range(1..400);
+            let logits: Vec<f32> = (0..len)
+                .map(|_| (-9.0 * gen.random::<f32>() * 8.0).round() / 8.0)
+                .collect();
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let s = scale(0.7);
+            let keys: Vec<u64> = logits
+                .iter()
+                .zip(0u32..)
+                .map(|(&x, i)| select::key(x, i))
+                .collect();
+            let mut weighed = Vec::new();
+            let (total, lightest) = key_weights(&keys, &mut weighed, max, s);
+            assert!(exact_sums(lightest, len), "case {case}");
+            let mut ranked: Vec<Candidate> =
+                logits.iter().zip(0u32..).map(|(&x, i)| (x, i)).collect();
+            ranked.sort_by(by_rank);
+            let ranked: Vec<Candidate> = ranked
+                .iter()
+                .map(|&(x, i)| (weight(x, max, s), i))
+                .collect();
+            // Every running sum (where the walk switches tokens), a little either side of it,
+            // the total and beyond.
+            let mut targets = vec![0.0, total, total * 2.0];
+            let mut acc = 0.0f64;
+            for &(w, _) in &ranked {
+                acc += f64::from(w);
+                targets.extend([acc, acc * (1.0 - 1e-15), acc * (1.0 + 1e-15)]);
+            }
+            assert_eq!(acc, total, "case {case}: the sums are exact");
+            for target in targets {
+                let mut shuffled = keys.clone();
+                let (got, expected) = (
+                    octave_walk(&mut shuffled, &weighed, max, s, target),
+                    walk(ranked.iter().copied(), target),
+                );
+                assert_eq!(got, expected, "case {case}: target {target}");
+            }
+        }
+    }
+
+    #[test]
+    fn exact_sums_holds_exactly_where_f64_holds_every_sum() {
+        // 2^-22: multiples of 2^-45, sums up to 2^8 need 53 bits.
+        let w = 2f32.powi(-22);
+        assert!(exact_sums(w, 256));
+        assert!(!exact_sums(w, 257));
+        assert!(exact_sums(w * 1.5, 256) && !exact_sums(w * 1.5, 257));
+        assert!(!exact_sums(w.next_down(), 256) && exact_sums(w.next_down(), 128));
+        assert!(exact_sums(1.0, 1 << 30) && !exact_sums(1.0, (1 << 30) + 1));
+        assert!(!exact_sums(0.0, 1) && !exact_sums(f32::MIN_POSITIVE / 2.0, 1));
+        assert!(!exact_sums(f32::NAN, 1) && !exact_sums(f32::MIN_POSITIVE, 1));
+        // At the bound, the order of a sum does not matter: 255 weights of 1 - 2^-23 and one of
+        // 2^-22, all multiples of 2^-45, their total below 2^8.
+        let mut parts = vec![1.0f32 - 2f32.powi(-23); 255];
+        parts.push(w);
+        let forward: f64 = parts.iter().map(|&x| f64::from(x)).sum();
+        let backward: f64 = parts.iter().rev().map(|&x| f64::from(x)).sum();
+        assert_eq!(forward, backward);
+        assert_eq!(forward, 255.0 * (1.0 - 2f64.powi(-23)) + 2f64.powi(-22));
     }
 }

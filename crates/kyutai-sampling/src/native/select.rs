@@ -264,24 +264,7 @@ impl Spread {
             let count: usize = self.counts.iter().map(|c| c[b] as usize).sum();
             total = total.saturating_add(count);
             if total >= keep {
-                if b + 1 >= SPREAD_BUCKETS {
-                    // The last bucket is open-ended (and holds the masked logits).
-                    return (f32::NEG_INFINITY, total);
-                }
-                // A logit `x` of bucket `b` or below has `fl(max - x) < hi`; rounding to nearest
-                // (exact for subnormal differences) then gives `max - x < hi * (1 + 2^-23)`,
-                // so `x > max - hi * (1 + 2^-22) = t`, exactly in reals. f64 holds `hi * (1 +
-                // 2^-22)` exactly, and rounding `t` to f64 then down to f32 is monotone, so `x`,
-                // being an f32 above `t`, is at least the result.
-                let hi = f32::from_bits((b as u32 + 1 + SPREAD_BASE) << 20);
-                let t = f64::from(self.max) - f64::from(hi) * (1.0 + f64::powi(2.0, -22));
-                let floor = t as f32;
-                let floor = if f64::from(floor) > t {
-                    floor.next_down()
-                } else {
-                    floor
-                };
-                return (floor, total);
+                return (bucket_floor(self.max, b), total);
             }
         }
         (f32::NEG_INFINITY, total)
@@ -325,6 +308,165 @@ impl Visit for Spread {
             }
         }
     }
+}
+
+/// A value that every logit of the [`Spread`] buckets `0..=b` reaches when the largest logit is
+/// `max` (`-inf` for the last, open-ended bucket, which also holds the masked logits).
+fn bucket_floor(max: f32, b: usize) -> f32 {
+    if b + 1 >= SPREAD_BUCKETS {
+        return f32::NEG_INFINITY;
+    }
+    // A logit `x` of bucket `b` or below has `fl(max - x) < hi`; rounding to nearest (exact for
+    // subnormal differences) then gives `max - x < hi * (1 + 2^-23)`, so `x > max - hi * (1 +
+    // 2^-22) = t`, exactly in reals. f64 holds `hi * (1 + 2^-22)` exactly, and rounding `t` to
+    // f64 then down to f32 is monotone, so `x`, being an f32 above `t`, is at least the result.
+    let hi = f32::from_bits((b as u32 + 1 + SPREAD_BASE) << 20);
+    let t = f64::from(max) - f64::from(hi) * (1.0 + f64::powi(2.0, -22));
+    let floor = t as f32;
+    if f64::from(floor) > t {
+        floor.next_down()
+    } else {
+        floor
+    }
+}
+
+/// The [`Spread`] histogram of one logit in eight (lanes 0 and `LANES / 2` of every whole
+/// chunk), which estimates the floor of the top `k` for an eighth of the histogram's cost; an
+/// [`AtLeast`] count then checks it (see [`sampled_floor`]).
+struct SampledSpread {
+    max: f32,
+    counts: [[u32; SPREAD_BUCKETS]; 2],
+}
+
+impl Visit for SampledSpread {
+    #[inline(always)]
+    fn run(&mut self, _start: usize, values: &[f32]) {
+        let max = self.max;
+        let [c0, c1] = &mut self.counts;
+        for chunk in values.chunks_exact(LANES) {
+            if let (Some(&a), Some(&b)) = (chunk.first(), chunk.get(LANES / 2)) {
+                if let Some(n) = c0.get_mut(spread_bucket(a, max) as usize) {
+                    *n += 1;
+                }
+                if let Some(n) = c1.get_mut(spread_bucket(b, max) as usize) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+
+    fn tail(&mut self, _start: usize, _values: &[f32]) {}
+}
+
+/// Counts the logits at least `floor` (in a view that a [`Scan`] validated), in f32 lanes: the
+/// compiler keeps float lanes as they are written (integer ones it rearranges across chunks, far
+/// more slowly). A lane's count is exact below 2^24 and never too high past it, and the counts
+/// are only used as a lower bound.
+struct AtLeast {
+    floor: f32,
+    counts: [f32; LANES],
+}
+
+impl Visit for AtLeast {
+    #[inline(always)]
+    fn run(&mut self, _start: usize, values: &[f32]) {
+        let floor = self.floor;
+        let mut counts = self.counts;
+        for chunk in values.as_chunks::<LANES>().0 {
+            for (n, &x) in counts.iter_mut().zip(chunk) {
+                *n += if x >= floor { 1.0 } else { 0.0 };
+            }
+        }
+        self.counts = counts;
+    }
+
+    fn tail(&mut self, _start: usize, values: &[f32]) {
+        for (n, &x) in self.counts.iter_mut().zip(values) {
+            *n += if x >= self.floor { 1.0 } else { 0.0 };
+        }
+    }
+}
+
+/// Counts the logits of a validated view that reach `floor`.
+fn count_at_least(view: &View<'_>, floor: f32) -> usize {
+    let mut count = AtLeast {
+        floor,
+        counts: [0.0; LANES],
+    };
+    view.visit(&mut count);
+    count.counts.iter().map(|&n| n as usize).sum()
+}
+
+/// Views shorter than this take the whole [`Spread`] histogram: a sample would be too small.
+const SAMPLED_SPREAD_MIN: usize = 64 * LANES;
+
+/// Halvings of the interval between the sampled estimates in [`sampled_floor`].
+const FLOOR_HALVINGS: usize = 4;
+
+/// A floor of the `keep` best logits reached by not many more logits than `keep`, found from a
+/// sample of one logit in eight and checked by exact counts.
+///
+/// The sample's [`Spread`] histogram brackets the floor: the first buckets holding 2.5 standard
+/// deviations more than an eighth of `keep` sampled logits give a floor that a view in random
+/// order misses about one time in a hundred (the count checks it), those holding 2.5 fewer a value
+/// that is almost surely above it. A few halvings of that interval, each checked by a count, then
+/// bring the floor within a small fraction of the bucket's width of the k-th logit. Returns the
+/// floor and how many logits reach it (at least `keep`), or `None` when the view is too short or
+/// the check fails, for the whole histogram to decide. A valid view with maximum `max` (checked by
+/// a [`Scan`]) and `keep >= 1`.
+pub(crate) fn sampled_floor(view: &View<'_>, max: f32, keep: usize) -> Option<(f32, usize)> {
+    let len = view.len();
+    if len < SAMPLED_SPREAD_MIN {
+        return None;
+    }
+    let samples = len / LANES * 2;
+    let expected = keep as f64 * samples as f64 / len as f64;
+    let margin = 2.5 * expected.sqrt();
+    let wanted = (expected + margin).ceil() as usize + 1;
+    if wanted >= samples / 2 {
+        return None;
+    }
+    let mut sample = SampledSpread {
+        max,
+        counts: [[0; SPREAD_BUCKETS]; 2],
+    };
+    view.visit(&mut sample);
+    let few = (expected - margin).floor().max(0.0) as usize;
+    let (mut total, mut above) = (0usize, None);
+    let bucket = (0..SPREAD_BUCKETS).find(|&b| {
+        total += sample.counts.iter().map(|c| c[b] as usize).sum::<usize>();
+        if total <= few {
+            above = Some(b);
+        }
+        total >= wanted
+    })?;
+    let mut floor = bucket_floor(max, bucket);
+    if floor == f32::NEG_INFINITY {
+        return None;
+    }
+    let mut reached = count_at_least(view, floor);
+    if reached < keep {
+        return None;
+    }
+    // A value that fewer than `keep` logits are expected to reach: the bound of the last bucket
+    // holding too few samples, or the maximum.
+    let mut ceiling = above.map_or(max, |b| bucket_floor(max, b));
+    for _ in 0..FLOOR_HALVINGS {
+        if reached <= keep + keep / 16 + 8 {
+            break;
+        }
+        let mid = floor + (ceiling - floor) * 0.5;
+        if !(mid > floor && mid < ceiling) {
+            break;
+        }
+        let count = count_at_least(view, mid);
+        if count >= keep {
+            (floor, reached) = (mid, count);
+        } else {
+            ceiling = mid;
+        }
+    }
+    Some((floor, reached))
 }
 
 /// The largest f32 below `x` (`-inf` stays `-inf`).
@@ -386,6 +528,89 @@ impl Visit for Collect<'_> {
         for (i, &x) in values.iter().enumerate() {
             if x >= self.floor && x > f32::NEG_INFINITY {
                 self.out.push((x, (start + i) as u32));
+            }
+        }
+    }
+}
+
+/// Collects the [`key`]s of the unmasked values `>= floor` (no validation: run after a scan),
+/// then keeps the `keep` best-ranked of them, best first: the search of a top `k` whose floor is
+/// known to be reached by about as many logits as are wanted (see [`sampled_floor`]), so that the
+/// buffer never needs compacting while the view is read.
+pub(crate) struct CollectKeys<'a> {
+    /// `floor`, or `-f32::MAX` for a `-inf` floor (the same unmasked values reach both), so that
+    /// `x - floor` is never NaN.
+    floor: f32,
+    keys: &'a mut Vec<u64>,
+    /// How many keys are collected: `keys` is kept longer than that, so that a key is written
+    /// into place rather than pushed.
+    count: usize,
+}
+
+impl<'a> CollectKeys<'a> {
+    /// `expected`: how many values are known to reach `floor` (room for them is made).
+    pub(crate) fn new(floor: f32, expected: usize, keys: &'a mut Vec<u64>) -> Self {
+        keys.clear();
+        keys.resize(expected, 0);
+        Self {
+            floor: floor.max(-f32::MAX),
+            keys,
+            count: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn put(&mut self, key: u64) {
+        match self.keys.get_mut(self.count) {
+            Some(slot) => *slot = key,
+            None => self.keys.push(key),
+        }
+        self.count += 1;
+    }
+
+    /// The [`key`]s of the `keep` best-ranked values collected (all when fewer), in no
+    /// particular order; [`SamplingError::AllMasked`] when none was.
+    pub(crate) fn finish(self, keep: usize) -> Result<&'a mut Vec<u64>, SamplingError> {
+        let keys = self.keys;
+        keys.truncate(self.count);
+        if keep == 0 || keys.is_empty() {
+            return Err(SamplingError::AllMasked);
+        }
+        if keys.len() > keep {
+            let worst = keys.len() - keep;
+            move_worst_first(keys, worst);
+            keys.drain(..worst);
+        }
+        Ok(keys)
+    }
+}
+
+impl Visit for CollectKeys<'_> {
+    #[inline(always)]
+    fn run(&mut self, start: usize, values: &[f32]) {
+        let floor = self.floor;
+        for (c, chunk) in values.as_chunks::<LANES>().0.iter().enumerate() {
+            // The sign of `x - floor` (never NaN, and `+0.0` when equal) is set exactly when
+            // `x < floor`: a form the compiler turns into a few vector instructions.
+            let mut below = 0u32;
+            for (bit, &x) in chunk.iter().enumerate() {
+                below |= ((x - floor).to_bits() >> 31) << bit;
+            }
+            let mut hits = !below & ((1 << LANES) - 1);
+            while hits != 0 {
+                let lane = hits.trailing_zeros() as usize;
+                hits &= hits - 1;
+                if let Some(&x) = chunk.get(lane) {
+                    self.put(key(x, (start + c * LANES + lane) as u32));
+                }
+            }
+        }
+    }
+
+    fn tail(&mut self, start: usize, values: &[f32]) {
+        for (i, &x) in values.iter().enumerate() {
+            if x >= self.floor {
+                self.put(key(x, (start + i) as u32));
             }
         }
     }
@@ -480,7 +705,7 @@ pub(crate) fn argmax(view: &View<'_>) -> Result<u32, SamplingError> {
 /// order-preserving `u32` (`-0.0` counted as `+0.0`), then the complement of the index (so a
 /// lower index sorts first among equal logits). Integer keys make selection and sorting cheap.
 #[inline(always)]
-fn key(x: f32, index: u32) -> u64 {
+pub(crate) fn key(x: f32, index: u32) -> u64 {
     let bits = (x + 0.0).to_bits(); // -0.0 + 0.0 = +0.0
     let ordered = if bits >> 31 == 1 {
         !bits
@@ -491,7 +716,7 @@ fn key(x: f32, index: u32) -> u64 {
 }
 
 /// The candidate a [`key`] was made from.
-fn unkey(key: u64) -> Candidate {
+pub(crate) fn unkey(key: u64) -> Candidate {
     let ordered = (key >> 32) as u32;
     let bits = if ordered >> 31 == 1 {
         ordered & 0x7fff_ffff
@@ -499,6 +724,64 @@ fn unkey(key: u64) -> Candidate {
         !ordered
     };
     (f32::from_bits(bits), !(key as u32))
+}
+
+/// Moves the `count` smallest of `keys` to its front, in no particular order: a bounded heap of
+/// the worst so far when they are few (most keys are then one comparison with the heap's
+/// largest), else a selection.
+pub(crate) fn move_worst_first(keys: &mut [u64], count: usize) {
+    if count == 0 || count >= keys.len() {
+        return;
+    }
+    if count > HEAP_SELECT_MAX {
+        keys.select_nth_unstable(count - 1);
+        return;
+    }
+    let (heap, rest) = keys.split_at_mut(count);
+    // A max-heap: `heap[0]` is the largest of the worst so far.
+    for i in (0..count / 2).rev() {
+        sift_down(heap, i);
+    }
+    for key in rest.iter_mut() {
+        if let Some(top) = heap.first_mut() {
+            if *key < *top {
+                std::mem::swap(key, top);
+                sift_down(heap, 0);
+            }
+        }
+    }
+}
+
+/// Bound of the heap of [`move_worst_first`].
+const HEAP_SELECT_MAX: usize = 64;
+
+/// Restores the max-heap property of `heap` below `at`.
+fn sift_down(heap: &mut [u64], mut at: usize) {
+    loop {
+        let left = 2 * at + 1;
+        let Some(&l) = heap.get(left) else { return };
+        let (child, c) = match heap.get(left + 1) {
+            Some(&r) if r > l => (left + 1, r),
+            _ => (left, l),
+        };
+        match heap.get(at) {
+            Some(&v) if c > v => heap.swap(at, child),
+            _ => return,
+        }
+        at = child;
+    }
+}
+
+/// Sorts `keys` into rank order (best first) and writes their candidates to `out`.
+pub(crate) fn ranked_candidates<'o>(
+    keys: &mut [u64],
+    out: &'o mut Vec<Candidate>,
+) -> &'o mut Vec<Candidate> {
+    // Keys are distinct, so the unstable sort is deterministic.
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    out.clear();
+    out.extend(keys.iter().map(|&k| unkey(k)));
+    out
 }
 
 /// Validation and the `keep` best-ranked logits in one pass.
@@ -514,7 +797,6 @@ pub(crate) struct Gather<'a> {
     threshold: f32,
     nan: [u32; LANES],
     keys: &'a mut Vec<u64>,
-    out: &'a mut Vec<Candidate>,
 }
 
 impl<'a> Gather<'a> {
@@ -526,31 +808,12 @@ impl<'a> Gather<'a> {
     }
 
     /// `keep >= 1`; every one of the `keep` best logits is known to be at least `floor`; `keys`
-    /// is the selection buffer, `out` receives the result (both keep their capacity from call to
+    /// is the selection buffer, which receives the result (and keeps its capacity from call to
     /// call).
-    pub(crate) fn new(
-        keep: usize,
-        floor: f32,
-        keys: &'a mut Vec<u64>,
-        out: &'a mut Vec<Candidate>,
-    ) -> Self {
-        Self::with_capacity(keep, floor, Self::capacity_for(keep), keys, out)
-    }
-
-    /// [`new`](Self::new), compacting only once `cap` (at least `keep + 1`) candidates are held:
-    /// when about `cap` logits are known to reach `floor`, the search then selects once.
-    pub(crate) fn with_capacity(
-        keep: usize,
-        floor: f32,
-        cap: usize,
-        keys: &'a mut Vec<u64>,
-        out: &'a mut Vec<Candidate>,
-    ) -> Self {
-        let cap = cap.max(keep.saturating_add(1));
+    pub(crate) fn new(keep: usize, floor: f32, keys: &'a mut Vec<u64>) -> Self {
+        let cap = Self::capacity_for(keep).max(keep.saturating_add(1));
         keys.clear();
         keys.reserve(cap);
-        out.clear();
-        out.reserve(keep);
         Self {
             keep: keep.max(1),
             cap,
@@ -558,7 +821,6 @@ impl<'a> Gather<'a> {
             threshold: just_below(floor),
             nan: [0; LANES],
             keys,
-            out,
         }
     }
 
@@ -584,30 +846,22 @@ impl<'a> Gather<'a> {
         }
     }
 
-    /// The `keep` best-ranked logits (fewer when fewer are above `-inf`), best first, or the
-    /// view's error.
-    pub(crate) fn finish(
-        mut self,
-        view: &View<'_>,
-    ) -> Result<&'a mut Vec<Candidate>, SamplingError> {
-        // Keys are distinct, so selecting then sorting and sorting then truncating agree; a
-        // few extra keys are cheaper to sort than to select away.
-        if self.keys.len() > Self::capacity_for(self.keep) {
+    /// The [`key`]s of the `keep` best-ranked logits (fewer when fewer are above `-inf`), in no
+    /// particular order, or the view's error.
+    pub(crate) fn finish(mut self, view: &View<'_>) -> Result<&'a mut Vec<u64>, SamplingError> {
+        if self.keys.len() > self.keep {
             self.compact();
         }
-        self.keys.sort_unstable_by(|a, b| b.cmp(a));
-        self.keys.truncate(self.keep);
-        self.out.extend(self.keys.iter().map(|&k| unkey(k)));
         // A `+inf` is above any threshold below it, so it is among the candidates if present.
         if self.nan.iter().any(|&n| n != 0)
-            || self.out.first().is_some_and(|c| c.0 == f32::INFINITY)
+            || self.keys.iter().any(|&k| unkey(k).0 == f32::INFINITY)
         {
             return Err(invalid(view));
         }
-        if self.out.is_empty() {
+        if self.keys.is_empty() {
             return Err(SamplingError::AllMasked);
         }
-        Ok(self.out)
+        Ok(self.keys)
     }
 }
 
@@ -877,7 +1131,7 @@ pub(crate) fn nucleus(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{RngCore, SeedableRng};
+    use rand::{Rng, RngCore, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     /// Mass ranked before each token, by brute force.
@@ -989,9 +1243,9 @@ mod tests {
         logits[1999] = f32::NEG_INFINITY;
         for keep in [1usize, 3, 40, 300, 1999, 2000, 5000] {
             let view = View::plain(&logits);
-            let mut gather = Gather::new(keep, f32::NEG_INFINITY, &mut keys, &mut out);
+            let mut gather = Gather::new(keep, f32::NEG_INFINITY, &mut keys);
             view.visit(&mut gather);
-            let got = gather.finish(&view).unwrap().clone();
+            let got = ranked_candidates(gather.finish(&view).unwrap(), &mut out).clone();
             let mut expected: Vec<Candidate> = logits
                 .iter()
                 .enumerate()
@@ -1032,9 +1286,9 @@ mod tests {
                 if let Some(&kth) = ranked.get(keep - 1) {
                     assert!(floor <= kth, "len {len} keep {keep}");
                 }
-                let mut gather = Gather::new(keep, floor, &mut keys, &mut out);
+                let mut gather = Gather::new(keep, floor, &mut keys);
                 gather_groups(&view, &groups, floor, &mut gather);
-                let got = gather.finish(&view).unwrap().clone();
+                let got = ranked_candidates(gather.finish(&view).unwrap(), &mut out).clone();
                 let mut expected: Vec<Candidate> = logits
                     .iter()
                     .enumerate()
@@ -1049,6 +1303,93 @@ mod tests {
         assert_eq!(just_below(-1.0), f32::from_bits((-1.0f32).to_bits() + 1));
         assert!(just_below(0.0) < 0.0 && just_below(-0.0) < 0.0);
         assert_eq!(just_below(f32::NEG_INFINITY), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn move_worst_first_moves_the_smallest_keys() {
+        let mut gen = ChaCha8Rng::seed_from_u64(3);
+        for case in 0..300 {
+            let len: usize = gen.random_range(0..400);
+            let keys: Vec<u64> = (0..len).map(|_| gen.random_range(0..1000u64)).collect();
+            let count = [
+                0,
+                1,
+                5,
+                63,
+                64,
+                65,
+                200,
+                len / 2,
+                len.saturating_sub(1),
+                len,
+            ][case % 10];
+            let mut moved = keys.clone();
+            move_worst_first(&mut moved, count);
+            let mut sorted = keys.clone();
+            sorted.sort();
+            let count = count.min(len);
+            let (mut front, mut back) = (moved[..count].to_vec(), moved[count..].to_vec());
+            front.sort();
+            back.sort();
+            assert_eq!(front, sorted[..count], "case {case}");
+            assert_eq!(back, sorted[count..], "case {case}");
+        }
+    }
+
+    #[test]
+    fn a_sampled_floor_is_reached_by_the_top_k_and_counted_exactly() {
+        let mut gen = ChaCha8Rng::seed_from_u64(12);
+        let (mut tried, mut taken, mut spread_out, mut slack) = (0, 0, 0, 0.0f64);
+        for case in 0..400 {
+            let len = gen.random_range(SAMPLED_SPREAD_MIN / 2..20_000);
+            let spread = [0.001f32, 1.0, 8.0, 60.0][case % 4];
+            let mut logits: Vec<f32> = (0..len).map(|_| -spread * gen.random::<f32>()).collect();
+            match case % 5 {
+                // Sorted either way, the worst orders for a sample of fixed lanes.
+                1 => logits.sort_by(|a, b| a.partial_cmp(b).unwrap()),
+                2 => logits.sort_by(|a, b| b.partial_cmp(a).unwrap()),
+                3 => logits
+                    .iter_mut()
+                    .step_by(3)
+                    .for_each(|x| *x = f32::NEG_INFINITY),
+                4 => logits.iter_mut().for_each(|x| *x = (*x * 2.0).round()),
+                _ => {}
+            }
+            let view = View::plain(&logits);
+            let mut scan = Scan::new();
+            view.visit(&mut scan);
+            let max = scan.finish(&view).unwrap();
+            let keep = [1usize, 10, 250, len / 20, len / 3][case / 5 % 5].max(1);
+            let mut ranked = logits.clone();
+            ranked.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            let random = case % 5 == 0 && len >= SAMPLED_SPREAD_MIN && keep * 16 < len;
+            tried += usize::from(random);
+            if let Some((floor, reached)) = sampled_floor(&view, max, keep) {
+                taken += usize::from(random);
+                let count = logits.iter().filter(|&&x| x >= floor).count();
+                assert_eq!(reached, count, "case {case}");
+                assert!(reached >= keep, "case {case}");
+                assert!(floor <= ranked[keep - 1], "case {case}");
+                assert!(floor > f32::NEG_INFINITY, "case {case}");
+                if random && spread >= 1.0 {
+                    spread_out += 1;
+                    // Beyond the fewest a floor can have: the logits reaching the k-th.
+                    let fewest = logits.iter().filter(|&&x| x >= ranked[keep - 1]).count();
+                    slack += (reached - fewest) as f64 / (keep + 16) as f64;
+                }
+            }
+        }
+        // Random orders almost always take the sample, and its floor is close.
+        assert!(
+            tried > 30 && taken >= tried * 9 / 10,
+            "{taken} sampled of {tried}"
+        );
+        // (Distances below 2^-10 share a bucket, so logits that close are all collected.)
+        let slack = slack / spread_out as f64;
+        assert!(
+            slack < 0.5,
+            "{slack} of k + 16 more logits than needed, on average"
+        );
     }
 
     #[test]
@@ -1095,9 +1436,10 @@ mod tests {
                 if let Some(&(kth, _)) = ranked.get(keep - 1) {
                     assert!(floor <= kth, "case {case} keep {keep}: {floor} > {kth}");
                 }
-                let mut gather = Gather::new(keep, floor, &mut keys, &mut out);
+                let mut gather = Gather::new(keep, floor, &mut keys);
                 view.visit(&mut gather);
-                let got: Vec<Candidate> = gather.finish(&view).unwrap().clone();
+                let got: Vec<Candidate> =
+                    ranked_candidates(gather.finish(&view).unwrap(), &mut out).clone();
                 let got: Vec<Candidate> = got.iter().map(|&(x, i)| (x + 0.0, i)).collect();
                 let expected: Vec<Candidate> = ranked
                     .iter()

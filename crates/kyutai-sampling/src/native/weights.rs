@@ -46,7 +46,9 @@ pub(crate) fn scale(temperature: f64) -> f32 {
     scale.clamp(f32::from_bits(1), f32::MAX)
 }
 
-/// The weight of logit `x` when the largest logit is `max` (so `x <= max`).
+/// The weight of logit `x` when the largest logit is `max` (so `x <= max`): at most 1, and exactly
+/// 1 at `x = max` (the integer part of `y <= 0` is 0 only when `f = y <= 0`, which the polynomial
+/// keeps at or below 1; below, `p(f) < 2` is halved at least once).
 #[inline(always)]
 pub(crate) fn weight(x: f32, max: f32, scale: f32) -> f32 {
     let y = (x - max) * scale;
@@ -77,7 +79,7 @@ fn reduce(acc: &[f32; HALF]) -> f64 {
 /// The weights of `N` logits (a multiple of [`HALF`]), computed [`HALF`] lanes at a time, which
 /// the compiler vectorises while keeping the polynomial's temporaries in registers.
 #[inline(always)]
-fn lane_weights<const N: usize>(values: &[f32; N], max: f32, scale: f32) -> [f32; N] {
+pub(crate) fn lane_weights<const N: usize>(values: &[f32; N], max: f32, scale: f32) -> [f32; N] {
     let mut w = [0.0f32; N];
     for (w, values) in w.chunks_exact_mut(HALF).zip(values.chunks_exact(HALF)) {
         for (w, &x) in w.iter_mut().zip(values) {
@@ -519,6 +521,34 @@ mod tests {
             worst = worst.max((f64::from(w) / exact - 1.0).abs() / allowed);
         }
         assert!(worst <= 1.0, "worst error {worst} times the bound");
+    }
+
+    #[test]
+    fn weights_never_exceed_one() {
+        // `y = x` (max 0, scale 1): every f32 in [-2^-20, 0] and around each half-integer and
+        // integer of [-3, 0] (where the integer part changes), and a grid over the rest.
+        let s = 1.0;
+        let mut ys: Vec<f32> = (0..=(1u32 << 16))
+            .map(|i| -(i as f32) * 2f32.powi(-36))
+            .collect();
+        for edge in [-0.5f32, -1.0, -1.5, -2.0, -2.5, -3.0] {
+            let mut y = edge;
+            for _ in 0..20_000 {
+                ys.extend([y, -y.abs()]);
+                y = y.next_up();
+            }
+            let mut y = edge;
+            for _ in 0..20_000 {
+                ys.push(y);
+                y = y.next_down();
+            }
+        }
+        ys.extend((0..200_000).map(|i| -(i as f32) * 6.3e-4));
+        for y in ys {
+            let w = weight(y, 0.0, s);
+            assert!(w <= 1.0, "weight({y:e}) = {w}");
+        }
+        assert_eq!(weight(0.0, 0.0, s), 1.0);
     }
 
     #[test]
