@@ -324,8 +324,19 @@ impl Chain {
             cx.check_edited_inputs(external_count)?;
         }
         let entries = edits.sorted();
+        // A leading top-k searched through the groups reads every logit once and then only a
+        // few groups: patching the edited chunks costs less than a copy of every logit.
+        let lead =
+            usize::from(matches!(plan.steps.first(), Some(&Step::Temperature(t)) if t > 0.0));
+        let grouped_top_k = self.constraint.is_none()
+            && plan.allowed.is_none()
+            && !(matches!(want, Want::Draw) && plan.fast.is_some())
+            && matches!(plan.steps.get(lead), Some(&Step::TopK { k, .. })
+                if k < vocab && vocab.div_ceil(native::GROUP) >= k);
         let view = if entries.is_empty() {
             View::plain(logits)
+        } else if grouped_top_k {
+            View::edited(logits, entries)
         } else {
             View::edited_in(logits, entries, patched)
         };

@@ -77,7 +77,7 @@ impl Scan {
 fn fold_lanes<const L: usize>(nan: &mut [u32; L], max: &mut [f32; L], values: &[f32]) {
     for chunk in values.chunks_exact(L) {
         for ((n, m), &x) in nan.iter_mut().zip(max.iter_mut()).zip(chunk) {
-            *n |= u32::from(x.is_nan());
+            *n |= u32::from(x.is_nan()).wrapping_neg();
             // Never NaN: a NaN `x` loses the comparison.
             *m = if x > *m { x } else { *m };
         }
@@ -102,7 +102,7 @@ impl Visit for Scan {
 
     fn tail(&mut self, _start: usize, values: &[f32]) {
         for ((n, m), &x) in self.nan.iter_mut().zip(self.max.iter_mut()).zip(values) {
-            *n |= u32::from(x.is_nan());
+            *n |= u32::from(x.is_nan()).wrapping_neg();
             *m = if x > *m { x } else { *m };
         }
     }
@@ -122,18 +122,16 @@ fn max2(a: f32, b: f32) -> f32 {
     }
 }
 
-/// The largest of `lanes`, as a tree (vertical maxima of four quarters, then across four).
+/// The largest of `lanes`, by halving (the two halves' maxima lane by lane, and so on), which the
+/// compiler turns into a few vector maxima and shuffles. A zero maximum is reported as `+0.0`,
+/// whichever zeros the lanes hold.
 #[inline(always)]
 fn lane_max(lanes: &[f32; LANES]) -> f32 {
-    const Q: usize = LANES / 4;
-    let mut quarter = [f32::NEG_INFINITY; Q];
-    for (j, m) in quarter.iter_mut().enumerate() {
-        *m = max2(
-            max2(lanes[j], lanes[j + Q]),
-            max2(lanes[j + 2 * Q], lanes[j + 3 * Q]),
-        );
-    }
-    quarter.iter().fold(f32::NEG_INFINITY, |a, &b| max2(a, b))
+    const _: () = assert!(LANES == 16);
+    let eight: [f32; 8] = std::array::from_fn(|j| max2(lanes[j], lanes[j + 8]));
+    let four: [f32; 4] = std::array::from_fn(|j| max2(eight[j], eight[j + 4]));
+    let two: [f32; 2] = std::array::from_fn(|j| max2(four[j], four[j + 2]));
+    max2(two[0], two[1]) + 0.0
 }
 
 /// Validation, the maximum, and the maximum of every [`GROUP`] of tokens, in one pass.
@@ -183,7 +181,7 @@ impl Visit for GroupScan<'_> {
         let (mut nan, mut group) = (self.nan, self.group);
         for (i, chunk) in values.chunks_exact(LANES).enumerate() {
             for ((n, m), &x) in nan.iter_mut().zip(group.iter_mut()).zip(chunk) {
-                *n |= u32::from(x.is_nan());
+                *n |= u32::from(x.is_nan()).wrapping_neg();
                 *m = if x > *m { x } else { *m };
             }
             let end = start + (i + 1) * LANES;
@@ -199,7 +197,7 @@ impl Visit for GroupScan<'_> {
 
     fn tail(&mut self, _start: usize, values: &[f32]) {
         for ((n, m), &x) in self.nan.iter_mut().zip(self.group.iter_mut()).zip(values) {
-            *n |= u32::from(x.is_nan());
+            *n |= u32::from(x.is_nan()).wrapping_neg();
             *m = if x > *m { x } else { *m };
         }
     }
@@ -501,12 +499,19 @@ pub(crate) fn gather_groups(view: &View<'_>, groups: &[f32], floor: f32, gather:
 
 /// Collects the unmasked values `>= floor` with their indices (no validation: run after a scan).
 pub(crate) struct Collect<'a> {
+    /// `floor`, or `-f32::MAX` for `-inf` (the unmasked values reach both) and `+inf` for NaN
+    /// (none reaches either), so that `x - floor` is NaN for no `x` a scan lets through.
     floor: f32,
     out: &'a mut Vec<Candidate>,
 }
 
 impl<'a> Collect<'a> {
     pub(crate) fn new(floor: f32, out: &'a mut Vec<Candidate>) -> Self {
+        let floor = if floor.is_nan() {
+            f32::INFINITY
+        } else {
+            floor.max(-f32::MAX)
+        };
         Self { floor, out }
     }
 }
@@ -514,19 +519,28 @@ impl<'a> Collect<'a> {
 impl Visit for Collect<'_> {
     #[inline(always)]
     fn run(&mut self, start: usize, values: &[f32]) {
-        for (c, chunk) in values.chunks_exact(LANES).enumerate() {
-            let hit = chunk.iter().fold(false, |h, &x| {
-                h | (x >= self.floor && x > f32::NEG_INFINITY)
-            });
-            if hit {
-                self.tail(start + c * LANES, chunk);
+        let floor = self.floor;
+        for (c, chunk) in values.as_chunks::<LANES>().0.iter().enumerate() {
+            // The sign of `x - floor` is set exactly when `x < floor` (`+0.0` when equal): a
+            // form the compiler turns into a few vector instructions.
+            let mut below = 0u32;
+            for (bit, &x) in chunk.iter().enumerate() {
+                below |= ((x - floor).to_bits() >> 31) << bit;
+            }
+            let mut hits = !below & ((1 << LANES) - 1);
+            while hits != 0 {
+                let lane = hits.trailing_zeros() as usize;
+                hits &= hits - 1;
+                if let Some(&x) = chunk.get(lane) {
+                    self.out.push((x, (start + c * LANES + lane) as u32));
+                }
             }
         }
     }
 
     fn tail(&mut self, start: usize, values: &[f32]) {
         for (i, &x) in values.iter().enumerate() {
-            if x >= self.floor && x > f32::NEG_INFINITY {
+            if x >= self.floor {
                 self.out.push((x, (start + i) as u32));
             }
         }
@@ -873,7 +887,7 @@ impl Visit for Gather<'_> {
             let threshold = self.threshold;
             let mut hits = 0u32;
             for ((n, &x), bit) in nan.iter_mut().zip(chunk).zip(0u32..) {
-                *n |= u32::from(x.is_nan());
+                *n |= u32::from(x.is_nan()).wrapping_neg();
                 hits |= u32::from(x > threshold) << bit;
             }
             // Only the lanes above the threshold (it may rise while they are pushed).
@@ -891,7 +905,7 @@ impl Visit for Gather<'_> {
     fn tail(&mut self, start: usize, values: &[f32]) {
         for (lane, &x) in values.iter().enumerate() {
             if let Some(n) = self.nan.get_mut(lane) {
-                *n |= u32::from(x.is_nan());
+                *n |= u32::from(x.is_nan()).wrapping_neg();
             }
             self.push(x, start + lane);
         }
@@ -1303,6 +1317,48 @@ mod tests {
         assert_eq!(just_below(-1.0), f32::from_bits((-1.0f32).to_bits() + 1));
         assert!(just_below(0.0) < 0.0 && just_below(-0.0) < 0.0);
         assert_eq!(just_below(f32::NEG_INFINITY), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn lane_max_is_the_largest_lane_and_a_zero_maximum_is_positive() {
+        let mut gen = ChaCha8Rng::seed_from_u64(4);
+        for _ in 0..2000 {
+            let lanes: [f32; LANES] = std::array::from_fn(|_| match gen.random_range(0..4) {
+                0 => f32::NEG_INFINITY,
+                1 => -0.0,
+                2 => 0.0,
+                _ => gen.random_range(-5.0..5.0),
+            });
+            let expected = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let got = lane_max(&lanes);
+            assert_eq!(got, expected, "{lanes:?}");
+            if got == 0.0 {
+                assert_eq!(got.to_bits(), 0, "{lanes:?}");
+            }
+        }
+        assert_eq!(lane_max(&[-0.0; LANES]).to_bits(), 0);
+        assert_eq!(lane_max(&[f32::NEG_INFINITY; LANES]), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn collect_takes_exactly_the_unmasked_logits_at_or_above_the_floor() {
+        let mut gen = ChaCha8Rng::seed_from_u64(6);
+        let mut logits: Vec<f32> = (0..1000).map(|_| gen.random_range(-3.0f32..3.0)).collect();
+        logits[3] = f32::NEG_INFINITY;
+        logits[500] = -f32::MAX;
+        logits[999] = 1.5;
+        logits[17] = 1.5;
+        for floor in [f32::NEG_INFINITY, -f32::MAX, -1.0, 0.0, 1.5, 2.999, 3.0, f32::NAN] {
+            let mut out = Vec::new();
+            View::plain(&logits).visit(&mut Collect::new(floor, &mut out));
+            let expected: Vec<Candidate> = logits
+                .iter()
+                .zip(0u32..)
+                .filter(|(&x, _)| x >= floor && x > f32::NEG_INFINITY)
+                .map(|(&x, i)| (x, i))
+                .collect();
+            assert_eq!(out, expected, "floor {floor}");
+        }
     }
 
     #[test]
