@@ -497,6 +497,29 @@ pub(crate) fn gather_groups(view: &View<'_>, groups: &[f32], floor: f32, gather:
     }
 }
 
+/// Hands `f` each value of the whole chunks of `values` (starting at index `start`) that is at
+/// least `floor`, with its index, in order. `floor` is neither NaN nor `-inf` (so `x - floor` is
+/// NaN only for a NaN `x`, which a scan has ruled out): the sign of `x - floor` is set exactly when
+/// `x < floor` (`+0.0` when equal), a form the compiler turns into a few vector instructions per
+/// chunk.
+#[inline(always)]
+fn each_at_least(start: usize, values: &[f32], floor: f32, mut f: impl FnMut(f32, u32)) {
+    for (c, chunk) in values.as_chunks::<LANES>().0.iter().enumerate() {
+        let mut below = 0u32;
+        for (bit, &x) in chunk.iter().enumerate() {
+            below |= ((x - floor).to_bits() >> 31) << bit;
+        }
+        let mut hits = !below & ((1 << LANES) - 1);
+        while hits != 0 {
+            let lane = hits.trailing_zeros() as usize;
+            hits &= hits - 1;
+            if let Some(&x) = chunk.get(lane) {
+                f(x, (start + c * LANES + lane) as u32);
+            }
+        }
+    }
+}
+
 /// Collects the unmasked values `>= floor` with their indices (no validation: run after a scan).
 pub(crate) struct Collect<'a> {
     /// `floor`, or `-f32::MAX` for `-inf` (the unmasked values reach both) and `+inf` for NaN
@@ -519,23 +542,8 @@ impl<'a> Collect<'a> {
 impl Visit for Collect<'_> {
     #[inline(always)]
     fn run(&mut self, start: usize, values: &[f32]) {
-        let floor = self.floor;
-        for (c, chunk) in values.as_chunks::<LANES>().0.iter().enumerate() {
-            // The sign of `x - floor` is set exactly when `x < floor` (`+0.0` when equal): a
-            // form the compiler turns into a few vector instructions.
-            let mut below = 0u32;
-            for (bit, &x) in chunk.iter().enumerate() {
-                below |= ((x - floor).to_bits() >> 31) << bit;
-            }
-            let mut hits = !below & ((1 << LANES) - 1);
-            while hits != 0 {
-                let lane = hits.trailing_zeros() as usize;
-                hits &= hits - 1;
-                if let Some(&x) = chunk.get(lane) {
-                    self.out.push((x, (start + c * LANES + lane) as u32));
-                }
-            }
-        }
+        let (floor, out) = (self.floor, &mut *self.out);
+        each_at_least(start, values, floor, |x, index| out.push((x, index)));
     }
 
     fn tail(&mut self, start: usize, values: &[f32]) {
@@ -603,22 +611,7 @@ impl Visit for CollectKeys<'_> {
     #[inline(always)]
     fn run(&mut self, start: usize, values: &[f32]) {
         let floor = self.floor;
-        for (c, chunk) in values.as_chunks::<LANES>().0.iter().enumerate() {
-            // The sign of `x - floor` (never NaN, and `+0.0` when equal) is set exactly when
-            // `x < floor`: a form the compiler turns into a few vector instructions.
-            let mut below = 0u32;
-            for (bit, &x) in chunk.iter().enumerate() {
-                below |= ((x - floor).to_bits() >> 31) << bit;
-            }
-            let mut hits = !below & ((1 << LANES) - 1);
-            while hits != 0 {
-                let lane = hits.trailing_zeros() as usize;
-                hits &= hits - 1;
-                if let Some(&x) = chunk.get(lane) {
-                    self.put(key(x, (start + c * LANES + lane) as u32));
-                }
-            }
-        }
+        each_at_least(start, values, floor, |x, index| self.put(key(x, index)));
     }
 
     fn tail(&mut self, start: usize, values: &[f32]) {
@@ -1348,7 +1341,16 @@ mod tests {
         logits[500] = -f32::MAX;
         logits[999] = 1.5;
         logits[17] = 1.5;
-        for floor in [f32::NEG_INFINITY, -f32::MAX, -1.0, 0.0, 1.5, 2.999, 3.0, f32::NAN] {
+        for floor in [
+            f32::NEG_INFINITY,
+            -f32::MAX,
+            -1.0,
+            0.0,
+            1.5,
+            2.999,
+            3.0,
+            f32::NAN,
+        ] {
             let mut out = Vec::new();
             View::plain(&logits).visit(&mut Collect::new(floor, &mut out));
             let expected: Vec<Candidate> = logits
