@@ -79,7 +79,9 @@ use weights::{BlockSums, BlockWeights, StoreWeights, SumWeights, BLOCK};
 /// * `TopK`: a pass that also records the maximum of every group of 64 tokens, then a threshold
 ///   search through only the groups whose maximum can be among the top `k`; when `k` exceeds
 ///   the number of groups (Moshi's `k = 250` over 2048 codes), a histogram of the distances to
-///   the maximum gives the threshold instead;
+///   the maximum (of one logit in eight, checked by exact counts) gives the threshold instead.
+///   The draw sorts only the candidates of the octave of weight in which it ends when every
+///   partial sum of their weights is exact in f64, else all `k`;
 /// * `All` and `GumbelSoftmax`: a pass for the maximum, then one that sums the weights per block
 ///   of 256 tokens; the draw walks the block sums, then recomputes one block's weights;
 /// * `TopP`: a pass for the maximum, one that writes the weights and their block sums, then
