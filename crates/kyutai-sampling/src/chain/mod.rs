@@ -332,7 +332,7 @@ impl Chain {
             && plan.allowed.is_none()
             && !(matches!(want, Want::Draw) && plan.fast.is_some())
             && matches!(plan.steps.get(lead), Some(&Step::TopK { k, .. })
-                if k < vocab && vocab.div_ceil(native::GROUP) >= k);
+                if k < vocab && native::searches_groups(vocab, k));
         let view = if entries.is_empty() {
             View::plain(logits)
         } else if grouped_top_k {

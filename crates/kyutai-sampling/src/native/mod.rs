@@ -571,6 +571,12 @@ pub(crate) fn top_candidates<'w>(
     Ok((ranked_candidates(keys, candidates), max))
 }
 
+/// Whether [`top_keys`] over `len` logits searches the top `k` through the group maxima (they
+/// bound it when there are at least `k` groups); otherwise it scans every logit from a floor.
+pub(crate) fn searches_groups(len: usize, k: usize) -> bool {
+    len.div_ceil(GROUP) >= k
+}
+
 /// Validates `view` and finds the [`key`](select::key)s of its `k` best-ranked logits, in no
 /// particular order, into the workspace's `keys`: a scan that also records the maximum of every
 /// group of tokens, then a threshold search through the groups whose maximum can be in the top
@@ -592,7 +598,7 @@ pub(crate) fn top_keys(
         groups.resize(count, 0.0);
     }
     let groups = &mut groups[..count];
-    if count < k {
+    if !searches_groups(view.len(), k) {
         // Fewer groups than candidates, so their maxima cannot bound the search: the distances
         // to the maximum bound it instead, and tell how many logits reach the bound, so that the
         // search selects once. The group slots get an upper bound of every group, for
@@ -707,7 +713,8 @@ fn octave(x: f32, max: f32, scale: f32) -> u32 {
 const OCTAVES: usize = 32;
 
 /// The walk of [`walk`] over the candidates of `keys` in rank order, when every partial sum of
-/// their weights (`weights`, in the keys' order) is exact ([`exact_sums`]), without sorting them:
+/// their weights is exact ([`exact_sums`]), without sorting them (`weighed`: each candidate's weight
+/// and octave, in the keys' order, from [`key_weights`]):
 /// the candidates are grouped by the octave of their weight below the largest (the integer part
 /// of `(max - x) * scale`, which a larger logit never makes larger, so each octave is a run of
 /// the rank order), the octave in which the running sum passes `target` is found from the
