@@ -63,6 +63,11 @@ impl Edits {
             .is_some_and(|&word| word & (1 << (t % 64)) != 0)
     }
 
+    /// The entries, one per edited token, in the order the tokens were first edited.
+    pub(crate) fn entries(&self) -> &[(u32, f32)] {
+        &self.entries
+    }
+
     /// The entries, sorted by token (the invariant of the engine's view). No entry can be read or
     /// written afterwards until the next [`reset`](Self::reset): the slots are left stale.
     pub(crate) fn sorted(&mut self) -> &[(u32, f32)] {
@@ -226,6 +231,47 @@ impl<'a> EditCx<'a> {
         self.edits.seen = seen;
     }
 
+    /// Replaces the logit `x` of each distinct in-vocabulary token of `window` by `f(x)`, once per
+    /// token; masked tokens stay masked (`f` is not called for them). The same as
+    /// [`distinct`](Self::distinct) with a [`get`](Self::get) and a [`set`](Self::set) per
+    /// token, and as cheap as one bit test per token when nothing has been edited yet (a
+    /// penalty stage first in the chain): every token's value is then its base logit and the
+    /// marks of the entries themselves tell the tokens seen.
+    pub(crate) fn map_distinct(&mut self, window: &[u32], mut f: impl FnMut(f32) -> f32) {
+        if !self.edits.entries.is_empty() {
+            self.distinct(window, |cx, token| {
+                let x = cx.get(token);
+                if x > f32::NEG_INFINITY {
+                    cx.set(token, f(x));
+                }
+            });
+            return;
+        }
+        let Edits {
+            entries,
+            slot,
+            marks,
+            ..
+        } = &mut *self.edits;
+        for &token in window {
+            let t = token as usize;
+            let (Some(&x), Some(s), Some(word)) =
+                (self.base.get(t), slot.get_mut(t), marks.get_mut(t / 64))
+            else {
+                continue;
+            };
+            let bit = 1u64 << (t % 64);
+            if *word & bit != 0 {
+                continue;
+            }
+            // A masked token gets an entry too (its own `-inf`), which marks it as seen.
+            *word |= bit;
+            *s = entries.len() as u32;
+            let y = if x > f32::NEG_INFINITY { f(x) } else { x };
+            entries.push((token, y));
+        }
+    }
+
     /// Number of edited tokens so far.
     pub(crate) fn len(&self) -> usize {
         self.edits.entries.len()
@@ -287,6 +333,73 @@ mod tests {
             }
             let want: Vec<(u32, f32)> = expected.into_iter().collect();
             assert_eq!(edits.sorted(), want.as_slice(), "case {case}");
+        }
+    }
+
+    #[test]
+    fn map_distinct_maps_each_distinct_token_once_like_get_and_set() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let (mut fast, mut slow) = (Edits::default(), Edits::default());
+        for case in 0..300 {
+            let vocab = [70usize, 1000, 32000][case % 3];
+            let base: Vec<f32> = (0..vocab)
+                .map(|i| {
+                    if i % 11 == 0 {
+                        f32::NEG_INFINITY
+                    } else {
+                        i as f32 - 500.0
+                    }
+                })
+                .collect();
+            let window: Vec<u32> = (0..rng.random_range(0..300))
+                .map(|_| rng.random_range(0..vocab as u32 + 5))
+                .collect();
+            // Half the cases start from earlier edits (the general path).
+            let earlier: Vec<(u32, f32)> = (0..[0usize, 20][case % 2])
+                .map(|_| {
+                    (
+                        rng.random_range(0..vocab as u32),
+                        rng.random_range(-9.0..9.0),
+                    )
+                })
+                .collect();
+            let f = |x: f32| x * 0.5 - 1.0;
+            fast.reset(vocab);
+            slow.reset(vocab);
+            let mut calls = 0usize;
+            {
+                let mut cx = EditCx::new(&base, &mut fast);
+                for &(t, v) in &earlier {
+                    cx.set(t, v);
+                }
+                cx.map_distinct(&window, |x| {
+                    calls += 1;
+                    f(x)
+                });
+            }
+            let mut want_calls = 0usize;
+            {
+                let mut cx = EditCx::new(&base, &mut slow);
+                for &(t, v) in &earlier {
+                    cx.set(t, v);
+                }
+                cx.distinct(&window, |cx, token| {
+                    let x = cx.get(token);
+                    if x > f32::NEG_INFINITY {
+                        want_calls += 1;
+                        cx.set(token, f(x));
+                    }
+                });
+            }
+            assert_eq!(calls, want_calls, "case {case}");
+            let (a, b) = (EditCx::new(&base, &mut fast), EditCx::new(&base, &mut slow));
+            for t in 0..vocab as u32 + 2 {
+                assert_eq!(
+                    a.get(t).to_bits(),
+                    b.get(t).to_bits(),
+                    "case {case} token {t}"
+                );
+            }
         }
     }
 

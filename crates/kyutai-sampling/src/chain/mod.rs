@@ -323,23 +323,18 @@ impl Chain {
             }
             cx.check_edited_inputs(external_count)?;
         }
-        let entries = edits.sorted();
-        // A leading top-k searched through the groups reads every logit once and then only a
-        // few groups: patching the edited chunks costs less than a copy of every logit.
-        let lead =
-            usize::from(matches!(plan.steps.first(), Some(&Step::Temperature(t)) if t > 0.0));
-        let grouped_top_k = self.constraint.is_none()
-            && plan.allowed.is_none()
-            && !(matches!(want, Want::Draw) && plan.fast.is_some())
-            && matches!(plan.steps.get(lead), Some(&Step::TopK { k, .. })
-                if k < vocab && native::searches_groups(vocab, k));
-        let view = if entries.is_empty() {
-            View::plain(logits)
-        } else if grouped_top_k {
-            View::edited(logits, entries)
+        // Many edits are applied to a copy (in the order they were made: no sort needed), a few
+        // are read in place, sorted by token.
+        let pending = edits.entries();
+        let (base, entries): (&[f32], &[(u32, f32)]) = if pending.is_empty() {
+            (logits, &[])
+        } else if native::copies(vocab, pending.len()) {
+            native::patch_into(patched, logits, pending);
+            (patched.as_slice(), &[])
         } else {
-            View::edited_in(logits, entries, patched)
+            (logits, edits.sorted())
         };
+        let view = View::edited(base, entries);
 
         // The constraint's mask, before any stage.
         let masked = match &mut self.constraint {
@@ -381,18 +376,18 @@ impl Chain {
             let allowed = plan.allowed.as_deref();
             if entries.is_empty() && allowed.is_none() {
                 // One pass validates every logit and gathers the allowed ones.
-                stage::allowed::start_masked_fused(cands, mask, logits, top_k)?;
+                stage::allowed::start_masked_fused(cands, mask, base, top_k)?;
             } else {
                 // Every input is validated (the fused scan is the fastest validating pass of
                 // an edited view), then only the allowed tokens are read.
                 native::scan_groups(nw, &view)?;
-                let value = |t| value_at(logits, entries, t);
+                let value = |t| value_at(base, entries, t);
                 let groups = native::group_maxima(nw, vocab);
                 stage::allowed::start_masked(cands, mask, vocab, groups, allowed, top_k, value);
             }
         } else if let Some(allowed) = &plan.allowed {
             native::scan_groups(nw, &view)?;
-            stage::allowed::start(cands, allowed, |t| value_at(logits, entries, t));
+            stage::allowed::start(cands, allowed, |t| value_at(base, entries, t));
         } else {
             match steps.get(first).copied() {
                 Some(Step::TopK { k, ties }) if k < vocab => {

@@ -10,7 +10,7 @@ mod weights;
 
 pub(crate) use draw::unit;
 pub(crate) use select::{Candidate, Moments};
-pub(crate) use view::View;
+pub(crate) use view::{copies, patch_into, View};
 pub(crate) use weights::{scale, weight, WeightedMoments, HIST_WIDTH};
 
 use candle_core::Tensor;
@@ -486,24 +486,7 @@ pub(crate) fn collect_groups(
     let count = view.len().div_ceil(GROUP);
     let groups = work.groups.get(..count).unwrap_or_default();
     let mut collect = Collect::new(floor, out);
-    let mut g = 0;
-    while g < groups.len() {
-        if groups
-            .get(g)
-            .is_some_and(|&m| m >= floor && m > f32::NEG_INFINITY)
-        {
-            let first = g;
-            while groups
-                .get(g)
-                .is_some_and(|&m| m >= floor && m > f32::NEG_INFINITY)
-            {
-                g += 1;
-            }
-            view.visit_range(first * GROUP, g * GROUP, &mut collect);
-        } else {
-            g += 1;
-        }
-    }
+    view.visit_groups(groups, GROUP, floor, &mut collect);
 }
 
 /// The sum of the weights of `view` at `scale` (`log2(e) / T`) relative to `max`, in f64.
@@ -592,7 +575,12 @@ pub(crate) fn top_keys(
     // A `k` past the vocabulary (a `min_keep` of `usize::MAX`, say) keeps every token: never
     // reserve room for more.
     let k = k.min(view.len());
-    let Workspace { keys, groups, .. } = work;
+    let Workspace {
+        keys,
+        groups,
+        candidates,
+        ..
+    } = work;
     let count = view.len().div_ceil(GROUP);
     if groups.len() < count {
         groups.resize(count, 0.0);
@@ -623,7 +611,7 @@ pub(crate) fn top_keys(
     let mut scan = GroupScan::new(groups);
     view.visit(&mut scan);
     let max = scan.finish(view)?;
-    let floor = top_k_floor(groups, k, max);
+    let floor = top_k_floor(groups, k, max, candidates);
     let mut gather = Gather::new(k, floor, keys);
     gather_groups(view, groups, floor, &mut gather);
     gather.finish(view)?;

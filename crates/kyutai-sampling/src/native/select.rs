@@ -175,9 +175,10 @@ impl<'a> GroupScan<'a> {
     }
 }
 
-impl Visit for GroupScan<'_> {
+impl GroupScan<'_> {
+    /// Folds whole chunks into the open group's lanes, recording each group as it completes.
     #[inline(always)]
-    fn run(&mut self, start: usize, values: &[f32]) {
+    fn chunks(&mut self, start: usize, values: &[f32]) {
         let (mut nan, mut group) = (self.nan, self.group);
         for (i, chunk) in values.chunks_exact(LANES).enumerate() {
             for ((n, m), &x) in nan.iter_mut().zip(group.iter_mut()).zip(chunk) {
@@ -194,6 +195,44 @@ impl Visit for GroupScan<'_> {
         }
         (self.nan, self.group) = (nan, group);
     }
+}
+
+impl Visit for GroupScan<'_> {
+    /// Chunks up to the first group boundary and after the last one go through the open group's
+    /// lanes; the whole groups between are taken one at a time, each as straight-line code (the
+    /// maxima of its four chunks lane by lane, then [`lane_max`]). An empty `black_box` in that
+    /// loop keeps the compiler from vectorising across groups (strided loads, several times
+    /// slower). Every group maximum is the same value either way: a maximum does not depend on
+    /// the order it is taken in, and [`lane_max`] makes a zero `+0.0`.
+    #[inline(always)]
+    fn run(&mut self, start: usize, values: &[f32]) {
+        let lead = (GROUP - start % GROUP) % GROUP;
+        if lead >= values.len() {
+            self.chunks(start, values);
+            return;
+        }
+        let (head, body) = values.split_at(lead);
+        self.chunks(start, head);
+        let first = (start + lead) / GROUP;
+        let (groups, rest) = body.as_chunks::<GROUP>();
+        let out = self.out.get_mut(first..).unwrap_or_default();
+        let mut nan = self.nan;
+        for (slot, g) in out.iter_mut().zip(groups) {
+            const _: () = assert!(GROUP == 4 * LANES);
+            let mut lanes = [0.0f32; LANES];
+            for j in 0..LANES {
+                let (a, b) = (g[j], g[j + LANES]);
+                let (c, d) = (g[j + 2 * LANES], g[j + 3 * LANES]);
+                lanes[j] = max2(max2(a, b), max2(c, d));
+                nan[j] |=
+                    u32::from((a.is_nan() | b.is_nan()) | (c.is_nan() | d.is_nan())).wrapping_neg();
+            }
+            *slot = lane_max(&lanes);
+            std::hint::black_box(());
+        }
+        self.nan = nan;
+        self.chunks(start + lead + groups.len() * GROUP, rest);
+    }
 
     fn tail(&mut self, _start: usize, values: &[f32]) {
         for ((n, m), &x) in self.nan.iter_mut().zip(self.group.iter_mut()).zip(values) {
@@ -204,17 +243,31 @@ impl Visit for GroupScan<'_> {
 }
 
 /// A lower bound on the `keep` best logits from the group maxima (`max` being the largest): the
-/// group maxima are logits of distinct tokens, so a bound that `keep` of them reach is one that
-/// the `keep` best logits reach. The [`Spread`] histogram of the maxima gives it without
-/// selecting among them; `-inf` when there are fewer groups than `keep`. Groups whose maximum is
-/// below it hold no top-k logit and need not be searched.
-pub(crate) fn top_k_floor(groups: &[f32], keep: usize, max: f32) -> f32 {
+/// group maxima are logits of distinct tokens, so the `keep`-th largest of them is reached by the
+/// `keep` best logits. The [`Spread`] histogram of the maxima bounds it, then the maxima that reach
+/// that bound (collected into `scratch`) give it exactly; `-inf` when there are fewer groups than
+/// `keep`. Groups whose maximum is below it hold no top-k logit and need not be searched.
+pub(crate) fn top_k_floor(
+    groups: &[f32],
+    keep: usize,
+    max: f32,
+    scratch: &mut Vec<Candidate>,
+) -> f32 {
     if keep == 0 || groups.len() < keep {
         return f32::NEG_INFINITY;
     }
     let mut spread = Spread::new(max);
     View::plain(groups).visit(&mut spread);
-    spread.floor(keep).0
+    let (bound, _) = spread.floor(keep);
+    scratch.clear();
+    // Room for every group, so that later calls never allocate.
+    scratch.reserve(groups.len());
+    View::plain(groups).visit(&mut Collect::new(bound, scratch));
+    if scratch.len() < keep {
+        return bound;
+    }
+    let (_, kth, _) = scratch.select_nth_unstable_by(keep - 1, |a, b| b.0.total_cmp(&a.0));
+    kth.0.max(bound)
 }
 
 /// Buckets of the [`Spread`] histogram.
@@ -480,31 +533,37 @@ fn just_below(x: f32) -> f32 {
     }
 }
 
+/// Whether some value of `chunk` is above `threshold` (neither the values nor `threshold` being
+/// NaN): one comparison per lane folded with `|`, which the compiler turns into two vector
+/// comparisons and a test, the cheap common case of a chunk with nothing to collect.
+#[inline(always)]
+fn any_above(chunk: &[f32; LANES], threshold: f32) -> bool {
+    chunk.iter().fold(false, |any, &x| any | (x > threshold))
+}
+
 /// Searches `view` for its `keep` best-ranked logits with `gather`, reading only the groups
 /// (consecutive ones merged) whose maximum reaches `floor`.
 pub(crate) fn gather_groups(view: &View<'_>, groups: &[f32], floor: f32, gather: &mut Gather<'_>) {
-    let mut g = 0;
-    while g < groups.len() {
-        if groups.get(g).is_some_and(|&m| m >= floor) {
-            let first = g;
-            while groups.get(g).is_some_and(|&m| m >= floor) {
-                g += 1;
-            }
-            view.visit_range(first * GROUP, g * GROUP, gather);
-        } else {
-            g += 1;
-        }
-    }
+    view.visit_groups(groups, GROUP, floor, gather);
 }
 
 /// Hands `f` each value of the whole chunks of `values` (starting at index `start`) that is at
 /// least `floor`, with its index, in order. `floor` is neither NaN nor `-inf` (so `x - floor` is
 /// NaN only for a NaN `x`, which a scan has ruled out): the sign of `x - floor` is set exactly when
 /// `x < floor` (`+0.0` when equal), a form the compiler turns into a few vector instructions per
-/// chunk.
+/// chunk. With `SPARSE` (few values expected to reach the floor), a chunk is first tested whole
+/// with [`any_above`], which skips a chunk with none for less than its mask costs.
 #[inline(always)]
-fn each_at_least(start: usize, values: &[f32], floor: f32, mut f: impl FnMut(f32, u32)) {
+fn each_at_least<const SPARSE: bool>(
+    start: usize,
+    values: &[f32],
+    floor: f32,
+    mut f: impl FnMut(f32, u32),
+) {
     for (c, chunk) in values.as_chunks::<LANES>().0.iter().enumerate() {
+        if SPARSE && !any_above(chunk, just_below(floor)) {
+            continue;
+        }
         let mut below = 0u32;
         for (bit, &x) in chunk.iter().enumerate() {
             below |= ((x - floor).to_bits() >> 31) << bit;
@@ -543,7 +602,7 @@ impl Visit for Collect<'_> {
     #[inline(always)]
     fn run(&mut self, start: usize, values: &[f32]) {
         let (floor, out) = (self.floor, &mut *self.out);
-        each_at_least(start, values, floor, |x, index| out.push((x, index)));
+        each_at_least::<true>(start, values, floor, |x, index| out.push((x, index)));
     }
 
     fn tail(&mut self, start: usize, values: &[f32]) {
@@ -611,7 +670,7 @@ impl Visit for CollectKeys<'_> {
     #[inline(always)]
     fn run(&mut self, start: usize, values: &[f32]) {
         let floor = self.floor;
-        each_at_least(start, values, floor, |x, index| self.put(key(x, index)));
+        each_at_least::<false>(start, values, floor, |x, index| self.put(key(x, index)));
     }
 
     fn tail(&mut self, start: usize, values: &[f32]) {
@@ -791,7 +850,8 @@ pub(crate) fn ranked_candidates<'o>(
     out
 }
 
-/// Validation and the `keep` best-ranked logits in one pass.
+/// The `keep` best-ranked logits of a view that a scan has validated (NaN is not looked for; it
+/// never passes a comparison, so it is never gathered).
 ///
 /// Values above a threshold are appended (as [`key`]s) to a buffer; when it holds `cap` of them, a
 /// selection keeps the `keep` best and the threshold rises to the worst of those. A value equal
@@ -802,7 +862,6 @@ pub(crate) struct Gather<'a> {
     keep: usize,
     cap: usize,
     threshold: f32,
-    nan: [u32; LANES],
     keys: &'a mut Vec<u64>,
 }
 
@@ -826,7 +885,6 @@ impl<'a> Gather<'a> {
             cap,
             // Values equal to the floor may belong to the top k: start just below it.
             threshold: just_below(floor),
-            nan: [0; LANES],
             keys,
         }
     }
@@ -860,9 +918,7 @@ impl<'a> Gather<'a> {
             self.compact();
         }
         // A `+inf` is above any threshold below it, so it is among the candidates if present.
-        if self.nan.iter().any(|&n| n != 0)
-            || self.keys.iter().any(|&k| unkey(k).0 == f32::INFINITY)
-        {
+        if self.keys.iter().any(|&k| unkey(k).0 == f32::INFINITY) {
             return Err(invalid(view));
         }
         if self.keys.is_empty() {
@@ -875,12 +931,13 @@ impl<'a> Gather<'a> {
 impl Visit for Gather<'_> {
     #[inline(always)]
     fn run(&mut self, start: usize, values: &[f32]) {
-        let mut nan = self.nan;
-        for (c, chunk) in values.chunks_exact(LANES).enumerate() {
+        for (c, chunk) in values.as_chunks::<LANES>().0.iter().enumerate() {
             let threshold = self.threshold;
+            if !any_above(chunk, threshold) {
+                continue;
+            }
             let mut hits = 0u32;
-            for ((n, &x), bit) in nan.iter_mut().zip(chunk).zip(0u32..) {
-                *n |= u32::from(x.is_nan()).wrapping_neg();
+            for (&x, bit) in chunk.iter().zip(0u32..) {
                 hits |= u32::from(x > threshold) << bit;
             }
             // Only the lanes above the threshold (it may rise while they are pushed).
@@ -892,14 +949,10 @@ impl Visit for Gather<'_> {
                 }
             }
         }
-        self.nan = nan;
     }
 
     fn tail(&mut self, start: usize, values: &[f32]) {
         for (lane, &x) in values.iter().enumerate() {
-            if let Some(n) = self.nan.get_mut(lane) {
-                *n |= u32::from(x.is_nan()).wrapping_neg();
-            }
             self.push(x, start + lane);
         }
     }
@@ -1267,6 +1320,86 @@ mod tests {
     }
 
     #[test]
+    fn group_scan_records_every_group_maximum_through_edits_and_reports_bad_values() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        for case in 0..240 {
+            let len = [
+                1usize, 15, 63, 64, 65, 127, 128, 200, 1000, 4096, 5000, 9001,
+            ][case % 12];
+            // Coarse values with zeros of both signs and masked stretches (whole masked groups
+            // among them).
+            let mut base: Vec<f32> = (0..len)
+                .map(|_| match rng.random_range(0..10) {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => f32::NEG_INFINITY,
+                    _ => (rng.random_range(0..40) as f32) - 30.0,
+                })
+                .collect();
+            if case % 5 == 0 && len > 130 {
+                base[64..128].fill(f32::NEG_INFINITY);
+            }
+            if case % 7 == 0 {
+                // Every value a zero: the maxima must come out `+0.0`.
+                for (i, x) in base.iter_mut().enumerate() {
+                    *x = if i % 3 == 0 { 0.0 } else { -0.0 };
+                }
+            }
+            let count = [0usize, 1, 3, len / 5 + 1, len][case % 5];
+            let mut edits: Vec<(u32, f32)> = (0..count)
+                .map(|_| {
+                    let value = (rng.random_range(0..40) as f32) - 30.0;
+                    (rng.random_range(0..len as u32), value)
+                })
+                .collect();
+            edits.sort_by_key(|&(t, _)| t);
+            edits.dedup_by_key(|&mut (t, _)| t);
+            // Now and then a bad value, in the base (possibly hidden under an edit) or as an edit.
+            match case % 6 {
+                1 => base[rng.random_range(0..len)] = f32::NAN,
+                2 => base[rng.random_range(0..len)] = f32::INFINITY,
+                3 if !edits.is_empty() => {
+                    let at = rng.random_range(0..edits.len());
+                    edits[at].1 = f32::NAN;
+                }
+                _ => {}
+            }
+            let mut patched = base.clone();
+            for &(t, v) in &edits {
+                patched[t as usize] = v;
+            }
+            let view = View::edited(&base, &edits);
+            let mut groups = vec![f32::NAN; len.div_ceil(GROUP)];
+            let mut scan = GroupScan::new(&mut groups);
+            view.visit(&mut scan);
+            let got = scan.finish(&view);
+            let bad = patched
+                .iter()
+                .position(|x| x.is_nan() || *x == f32::INFINITY);
+            if let Some(at) = bad {
+                match got {
+                    Err(SamplingError::NonFiniteLogit { index, .. }) => {
+                        assert_eq!(index, at, "case {case}")
+                    }
+                    other => panic!("case {case}: {other:?}, expected the value at {at}"),
+                }
+                continue;
+            }
+            let max = patched.iter().copied().fold(f32::NEG_INFINITY, f32::max) + 0.0;
+            if max == f32::NEG_INFINITY {
+                assert!(matches!(got, Err(SamplingError::AllMasked)), "case {case}");
+                continue;
+            }
+            assert_eq!(got.unwrap().to_bits(), max.to_bits(), "case {case}");
+            for (g, &m) in groups.iter().enumerate() {
+                let group = &patched[g * GROUP..((g + 1) * GROUP).min(len)];
+                let want = group.iter().copied().fold(f32::NEG_INFINITY, f32::max) + 0.0;
+                assert_eq!(m.to_bits(), want.to_bits(), "case {case} group {g}");
+            }
+        }
+    }
+
+    #[test]
     fn group_maxima_bound_the_search_exactly() {
         let (mut keys, mut out) = (Vec::new(), Vec::new());
         for (len, seed) in [(100usize, 1u64), (64, 2), (1000, 3), (5000, 4)] {
@@ -1287,11 +1420,13 @@ mod tests {
                 assert_eq!(m, group.iter().copied().fold(f32::NEG_INFINITY, f32::max));
             }
             for keep in [1usize, 2, 10, 50, 200] {
-                let floor = top_k_floor(&groups, keep, max);
+                let floor = top_k_floor(&groups, keep, max, &mut out);
                 let mut ranked = groups.clone();
                 ranked.sort_by(|a, b| b.partial_cmp(a).unwrap());
-                if let Some(&kth) = ranked.get(keep - 1) {
-                    assert!(floor <= kth, "len {len} keep {keep}");
+                match ranked.get(keep - 1) {
+                    // The floor is the `keep`-th largest group maximum itself.
+                    Some(&kth) => assert_eq!(floor, kth, "len {len} keep {keep}"),
+                    None => assert_eq!(floor, f32::NEG_INFINITY, "len {len} keep {keep}"),
                 }
                 let mut gather = Gather::new(keep, floor, &mut keys);
                 gather_groups(&view, &groups, floor, &mut gather);

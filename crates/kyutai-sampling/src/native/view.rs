@@ -16,24 +16,56 @@ pub(crate) const LANES: usize = 16;
 /// costs a fraction of a nanosecond per logit, patching a chunk tens of nanoseconds per pass.
 const COPY_RATIO: usize = 256;
 
-/// Makes `dst` a copy of `src`, chunk by chunk in registers rather than through `memcpy`: glibc's
-/// `rep movsb` copy is slow on some x86 machines when source and destination sit at the same
-/// offset within a page, which two vocabulary-sized buffers of a page-multiple size do (8 µs
-/// for 8 KiB on the AMD EPYC machine of the benchmarks, against 0.2 µs this way).
+/// Makes `dst` a copy of `src`, chunk by chunk in vector registers (a [`View`] pass, so with the
+/// engine's dispatch) rather than through `memcpy`: glibc's `rep movsb` copy is slow on some x86
+/// machines when source and destination sit at the same offset within a page, which two
+/// vocabulary-sized buffers of a page-multiple size do (8 µs for 8 KiB on the AMD EPYC machine of
+/// the benchmarks, against 0.2 µs this way).
 pub(crate) fn copy_into(dst: &mut Vec<f32>, src: &[f32]) {
     if dst.len() != src.len() {
         dst.clear();
         dst.resize(src.len(), 0.0);
     }
-    let mut to = dst.chunks_exact_mut(LANES);
-    let mut from = src.chunks_exact(LANES);
-    for (d, s) in (&mut to).zip(&mut from) {
-        if let (Some(d), Some(s)) = (d.first_chunk_mut::<LANES>(), s.first_chunk::<LANES>()) {
+    View::plain(src).visit(&mut CopyOut { dst });
+}
+
+/// Writes what it is shown into `dst`, at the same indices.
+struct CopyOut<'d> {
+    dst: &'d mut [f32],
+}
+
+impl Visit for CopyOut<'_> {
+    #[inline(always)]
+    fn run(&mut self, start: usize, values: &[f32]) {
+        let dst = self.dst.get_mut(start..).unwrap_or_default();
+        let (to, _) = dst.as_chunks_mut::<LANES>();
+        for (d, s) in to.iter_mut().zip(values.as_chunks::<LANES>().0) {
             *d = *s;
         }
     }
-    for (d, &s) in to.into_remainder().iter_mut().zip(from.remainder()) {
-        *d = s;
+
+    fn tail(&mut self, start: usize, values: &[f32]) {
+        let dst = self.dst.get_mut(start..).unwrap_or_default();
+        for (d, &s) in dst.iter_mut().zip(values) {
+            *d = s;
+        }
+    }
+}
+
+/// Whether `edits` edits of `len` logits are better read from a patched copy ([`patch_into`])
+/// than patched chunk by chunk on every pass (see [`View::edited_in`]).
+pub(crate) fn copies(len: usize, edits: usize) -> bool {
+    edits > 0 && len <= edits.saturating_mul(COPY_RATIO)
+}
+
+/// Makes `copy` the logits `base` with `edits` (in any order; a later edit of a token wins)
+/// applied: one vectorised copy, then one store per edit.
+pub(crate) fn patch_into(copy: &mut Vec<f32>, base: &[f32], edits: &[(u32, f32)]) {
+    copy_into(copy, base);
+    for &(token, value) in edits {
+        if let Some(slot) = copy.get_mut(token as usize) {
+            *slot = value;
+        }
     }
 }
 
@@ -79,16 +111,11 @@ impl<'a> View<'a> {
         edits: &'a [(u32, f32)],
         copy: &'a mut Vec<f32>,
     ) -> Self {
-        if edits.is_empty() || base.len() > edits.len().saturating_mul(COPY_RATIO) {
+        if edits.is_empty() || !copies(base.len(), edits.len()) {
             return Self::edited(base, edits);
         }
         debug_assert!(is_normalised(edits, base.len()));
-        copy_into(copy, base);
-        for &(token, value) in edits {
-            if let Some(slot) = copy.get_mut(token as usize) {
-                *slot = value;
-            }
-        }
+        patch_into(copy, base, edits);
         Self::plain(copy)
     }
 
@@ -142,19 +169,126 @@ impl<'a> View<'a> {
     /// [`visit_range`](Self::visit_range) compiled for the baseline target.
     #[inline(always)]
     fn visit_range_portable<V: Visit>(&self, start: usize, end: usize, visitor: &mut V) {
+        let first = self
+            .edits
+            .partition_point(|&(token, _)| (token as usize) < start);
+        let edits = self.edits.get(first..).unwrap_or_default();
+        self.visit_span(start, end, edits, visitor);
+    }
+
+    /// Hands `visitor` the values of every group of `group` tokens whose entry in `maxima` (one
+    /// per group, the last group possibly partial) is at least `floor` and above `-inf`, in index
+    /// order, consecutive groups as one run: what [`visit_range`](Self::visit_range) over each
+    /// such stretch would hand it, in one call (the edits are walked once). `group` is a
+    /// multiple of [`LANES`].
+    #[inline(always)]
+    pub(crate) fn visit_groups<V: Visit>(
+        &self,
+        maxima: &[f32],
+        group: usize,
+        floor: f32,
+        visitor: &mut V,
+    ) {
+        match super::dispatch::level() {
+            #[cfg(target_arch = "x86_64")]
+            super::dispatch::Level::Avx2 => {
+                // SAFETY: `level` returns `Avx2` only when the CPU has AVX2 and FMA (detected
+                // at run time), which is all `visit_groups_avx2` requires.
+                unsafe { visit_groups_avx2(self, maxima, group, floor, visitor) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            super::dispatch::Level::Avx512 => {
+                // SAFETY: `level` returns `Avx512` only when the CPU has AVX-512 F, BW and VL,
+                // AVX2 and FMA (detected at run time), which is all `visit_groups_avx512`
+                // requires.
+                unsafe { visit_groups_avx512(self, maxima, group, floor, visitor) }
+            }
+            super::dispatch::Level::Portable => {
+                self.visit_groups_portable(maxima, group, floor, visitor)
+            }
+        }
+    }
+
+    /// [`visit_groups`](Self::visit_groups) compiled for the baseline target.
+    #[inline(always)]
+    fn visit_groups_portable<V: Visit>(
+        &self,
+        maxima: &[f32],
+        group: usize,
+        floor: f32,
+        visitor: &mut V,
+    ) {
+        debug_assert!(group.is_multiple_of(LANES) && group > 0);
+        let mut edits = self.edits;
+        // The selected groups, 64 at a time as a bit mask, their runs visited as they end.
+        let mut open: Option<usize> = None;
+        for (w, word) in maxima.chunks(64).enumerate() {
+            let mut selected = 0u64;
+            for (bit, &m) in word.iter().enumerate() {
+                selected |= u64::from(m >= floor && m > f32::NEG_INFINITY) << bit;
+            }
+            let mut at = 0u32;
+            let width = word.len() as u32;
+            while at < width {
+                let rest = selected >> at;
+                if open.is_some() {
+                    // The run goes on through the set bits from `at`.
+                    let ones = (!rest).trailing_zeros().min(width - at);
+                    at += ones;
+                    if at < width {
+                        if let Some(first) = open.take() {
+                            let end = (w * 64 + at as usize) * group;
+                            edits = self.visit_from(first, end, edits, visitor);
+                        }
+                    }
+                } else {
+                    if rest == 0 {
+                        break;
+                    }
+                    at += rest.trailing_zeros();
+                    open = Some((w * 64 + at as usize) * group);
+                }
+            }
+        }
+        if let Some(first) = open {
+            self.visit_from(first, self.base.len(), edits, visitor);
+        }
+    }
+
+    /// [`visit_span`](Self::visit_span) of `start..end` with `edits` a suffix of the view's
+    /// edits that holds every edit from `start` on; returns the edits from `end` on.
+    #[inline(always)]
+    fn visit_from<V: Visit>(
+        &self,
+        start: usize,
+        end: usize,
+        edits: &'a [(u32, f32)],
+        visitor: &mut V,
+    ) -> &'a [(u32, f32)] {
+        let skip = edits.partition_point(|&(token, _)| (token as usize) < start);
+        let edits = edits.get(skip..).unwrap_or_default();
+        self.visit_span(start, end, edits, visitor)
+    }
+
+    /// Hands `visitor` the values of `start..end` (as [`visit_range`](Self::visit_range)), where
+    /// `edits` are the view's edits from `start` on; returns those from `end` on.
+    #[inline(always)]
+    fn visit_span<V: Visit>(
+        &self,
+        start: usize,
+        end: usize,
+        mut edits: &'a [(u32, f32)],
+        visitor: &mut V,
+    ) -> &'a [(u32, f32)] {
         let base = self.base;
         let end = end.min(base.len());
         debug_assert!(
             start.is_multiple_of(LANES) && (end.is_multiple_of(LANES) || end == base.len())
         );
         if start >= end {
-            return;
+            return edits;
         }
         let full = end - end % LANES;
-        let first = self
-            .edits
-            .partition_point(|&(token, _)| (token as usize) < start);
-        let mut edits = self.edits.get(first..).unwrap_or_default();
         let mut patch = [0.0f32; LANES];
         let mut pos = start;
         loop {
@@ -180,18 +314,20 @@ impl<'a> View<'a> {
         }
         let rest = base.get(full..end).unwrap_or_default();
         if rest.is_empty() {
-            return;
+            return edits;
         }
         if edits
             .first()
             .is_none_or(|&(token, _)| token as usize >= end)
         {
             visitor.tail(full, rest);
+            edits
         } else {
             let patch = &mut patch[..rest.len()];
             patch.copy_from_slice(rest);
-            apply(patch, full, edits);
+            let edits = apply(patch, full, edits);
             visitor.tail(full, patch);
+            edits
         }
     }
 
@@ -344,6 +480,33 @@ unsafe fn visit_range_avx512<V: Visit>(view: &View<'_>, start: usize, end: usize
     view.visit_range_portable(start, end, visitor)
 }
 
+/// [`View::visit_groups`] compiled with AVX2 and FMA enabled (see [`visit_range_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn visit_groups_avx2<V: Visit>(
+    view: &View<'_>,
+    maxima: &[f32],
+    group: usize,
+    floor: f32,
+    visitor: &mut V,
+) {
+    view.visit_groups_portable(maxima, group, floor, visitor)
+}
+
+/// [`View::visit_groups`] compiled with AVX-512 (F, BW, VL), AVX2 and FMA enabled (see
+/// [`visit_range_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn visit_groups_avx512<V: Visit>(
+    view: &View<'_>,
+    maxima: &[f32],
+    group: usize,
+    floor: f32,
+    visitor: &mut V,
+) {
+    view.visit_groups_portable(maxima, group, floor, visitor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +615,73 @@ mod tests {
         let view = View::edited_in(&base, &[(5, 1.0)], &mut copy);
         assert_eq!(view.edits.len(), 1);
         assert!(copy.is_empty());
+    }
+
+    #[test]
+    fn visit_groups_hands_over_exactly_the_selected_groups() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let group = 64;
+        for case in 0..300 {
+            let len = [1usize, 64, 100, 4096, 4100, 9000, 20_000][case % 7];
+            let base: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let count = len.div_ceil(group);
+            // Selections with long runs (across 64-group words too) and isolated groups.
+            let run = [1usize, 3, 70, 200][case % 4];
+            let mut maxima = vec![0.0f32; count];
+            let mut on = rng.random_bool(0.5);
+            for (g, m) in maxima.iter_mut().enumerate() {
+                if g % run == 0 && rng.random_bool(0.6) {
+                    on = !on;
+                }
+                *m = match (on, rng.random_range(0..8)) {
+                    (true, 0) => 1.0, // exactly the floor
+                    (true, _) => 2.0,
+                    (false, 0) => f32::NEG_INFINITY,
+                    (false, _) => 0.5,
+                };
+            }
+            let floor = if case % 9 == 0 {
+                f32::NEG_INFINITY
+            } else {
+                1.0
+            };
+            let edits: Vec<(u32, f32)> = (0..len as u32)
+                .step_by([len + 1, 7, 100][case % 3])
+                .map(|t| (t, -(t as f32)))
+                .collect();
+            let view = View::edited(&base, &edits);
+            let whole = patched(&base, &edits);
+            let mut expected = Vec::new();
+            for (g, &m) in maxima.iter().enumerate() {
+                if m >= floor && m > f32::NEG_INFINITY {
+                    let end = ((g + 1) * group).min(len);
+                    expected.extend((g * group..end).map(|i| (i, whole[i])));
+                }
+            }
+            let mut seen = Seen::default();
+            view.visit_groups(&maxima, group, floor, &mut seen);
+            assert_eq!(seen.values, expected, "case {case}");
+        }
+    }
+
+    /// Records each value it is shown with its index, checking the chunk rules.
+    #[derive(Default)]
+    struct Seen {
+        values: Vec<(usize, f32)>,
+    }
+
+    impl Visit for Seen {
+        fn run(&mut self, start: usize, values: &[f32]) {
+            assert!(start.is_multiple_of(LANES) && values.len().is_multiple_of(LANES));
+            self.values
+                .extend(values.iter().enumerate().map(|(i, &x)| (start + i, x)));
+        }
+        fn tail(&mut self, start: usize, values: &[f32]) {
+            assert!(start.is_multiple_of(LANES) && values.len() < LANES);
+            self.values
+                .extend(values.iter().enumerate().map(|(i, &x)| (start + i, x)));
+        }
     }
 
     #[test]

@@ -41,10 +41,5 @@ pub(crate) fn apply(history: &[u32], last_n: Option<usize>, penalty: f32, cx: &m
     if penalty == 1.0 {
         return;
     }
-    cx.distinct(window(history, last_n), |cx, token| {
-        let x = cx.get(token);
-        if x > f32::NEG_INFINITY {
-            cx.set(token, penalise(x, penalty));
-        }
-    });
+    cx.map_distinct(window(history, last_n), |x| penalise(x, penalty));
 }
