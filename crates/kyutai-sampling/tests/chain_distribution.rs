@@ -1096,3 +1096,52 @@ fn first_truncations_with_min_keep_on_large_clustered_vocabularies() {
         "{skipped} skipped, {compared} compared"
     );
 }
+
+#[test]
+fn hf_top_k_keeps_every_tie_of_the_kth_over_a_large_vocabulary() {
+    // Coarse logits over tens of thousands of tokens: the grouped top-k search keeps the ties
+    // of the k-th itself when they are few and hands over to a second pass when they are many;
+    // both must give transformers' set (every logit at or above the k-th) and its softmax.
+    let mut rng = rand::SeedableRng::seed_from_u64(41);
+    for case in 0..24 {
+        let rng: &mut ChaCha8Rng = &mut rng;
+        let vocab = [20_000usize, 32_000, 50_000][case % 3];
+        let levels = [3u32, 40, 1000, 1 << 20][case / 3 % 4];
+        let logits: Vec<f32> = (0..vocab)
+            .map(|_| rng.random_range(0..levels) as f32 * (8.0 / levels as f32))
+            .collect();
+        let k = [5usize, 50][case % 2];
+        let t = 0.7f32;
+        let c = ChainConfig {
+            temperature: t,
+            top_k: k,
+            ..base(Convention::HuggingFace)
+        };
+        let got = probs(&c, &logits, &[]);
+        let mut sorted = logits.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let kth = sorted[k - 1];
+        let max = sorted[0];
+        let weights: Vec<f64> = logits
+            .iter()
+            .map(|&x| {
+                if x >= kth {
+                    ((f64::from(x) - f64::from(max)) / f64::from(t)).exp()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let kept = weights.iter().filter(|&&w| w > 0.0).count();
+        assert!(kept >= k, "case {case}");
+        for (i, (&p, &w)) in got.iter().zip(&weights).enumerate() {
+            let want = w / total;
+            assert!(
+                (f64::from(p) - want).abs() <= 1e-6 + 1e-5 * want,
+                "case {case} token {i}: {p} vs {want} ({kept} kept)"
+            );
+            assert_eq!(p > 0.0, w > 0.0, "case {case} token {i}");
+        }
+    }
+}

@@ -391,9 +391,11 @@ impl Chain {
         } else {
             match steps.get(first).copied() {
                 Some(Step::TopK { k, ties }) if k < vocab => {
-                    let (top, _) = native::top_candidates(nw, &view, k)?;
+                    // The search keeps the ties of the k-th itself when they fit; otherwise a
+                    // second pass collects every logit at or above the k-th.
+                    let (top, _, tied) = native::top_candidates_ties(nw, &view, k, ties)?;
                     let kth = top.last().map_or(f32::NEG_INFINITY, |c| c.0);
-                    if ties {
+                    if ties && !tied {
                         let out = cands.start(false);
                         native::collect_groups(nw, &view, kth, out);
                     } else {

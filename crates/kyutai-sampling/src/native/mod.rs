@@ -77,7 +77,8 @@ use weights::{BlockSums, BlockWeights, StoreWeights, SumWeights, BLOCK};
 ///
 /// * `ArgMax`: a pass for the maximum, then a search that stops at its first occurrence;
 /// * `TopK`: a pass that also records the maximum of every group of 64 tokens, then a threshold
-///   search through only the groups whose maximum can be among the top `k`; when `k` exceeds
+///   search through only the groups whose maximum reaches the `k`-th largest group maximum
+///   (about `k` groups); when `k` exceeds
 ///   the number of groups (Moshi's `k = 250` over 2048 codes), a histogram of the distances to
 ///   the maximum (of one logit in eight, checked by exact counts) gives the threshold instead.
 ///   The draw sorts only the candidates of the octave of weight in which it ends when every
@@ -547,11 +548,22 @@ pub(crate) fn top_candidates<'w>(
     view: &View<'_>,
     k: usize,
 ) -> Result<(&'w mut Vec<Candidate>, f32), SamplingError> {
-    let max = top_keys(work, view, k)?;
+    top_candidates_ties(work, view, k, false).map(|(top, max, _)| (top, max))
+}
+
+/// [`top_candidates`], and with `ties` every other logit equal to the `k`-th when the search can
+/// keep them (when the third value is `true`; otherwise the `k` best alone).
+pub(crate) fn top_candidates_ties<'w>(
+    work: &'w mut Workspace,
+    view: &View<'_>,
+    k: usize,
+    ties: bool,
+) -> Result<(&'w mut Vec<Candidate>, f32, bool), SamplingError> {
+    let (max, tied) = top_keys_ties(work, view, k, ties)?;
     let Workspace {
         candidates, keys, ..
     } = work;
-    Ok((ranked_candidates(keys, candidates), max))
+    Ok((ranked_candidates(keys, candidates), max, tied))
 }
 
 /// Whether [`top_keys`] over `len` logits searches the top `k` through the group maxima (they
@@ -572,6 +584,18 @@ pub(crate) fn top_keys(
     view: &View<'_>,
     k: usize,
 ) -> Result<f32, SamplingError> {
+    top_keys_ties(work, view, k, false).map(|(max, _)| max)
+}
+
+/// [`top_keys`], and with `ties` also the keys of every other logit equal to the `k`-th when
+/// the grouped search can keep them ([`Gather::keep_ties`]); the second value tells whether the
+/// keys hold every such tie.
+pub(crate) fn top_keys_ties(
+    work: &mut Workspace,
+    view: &View<'_>,
+    k: usize,
+    ties: bool,
+) -> Result<(f32, bool), SamplingError> {
     // A `k` past the vocabulary (a `min_keep` of `usize::MAX`, say) keeps every token: never
     // reserve room for more.
     let k = k.min(view.len());
@@ -606,16 +630,19 @@ pub(crate) fn top_keys(
         let mut collect = CollectKeys::new(floor, reached.min(view.len()), keys);
         view.visit(&mut collect);
         collect.finish(k)?;
-        return Ok(max);
+        return Ok((max, false));
     }
     let mut scan = GroupScan::new(groups);
     view.visit(&mut scan);
     let max = scan.finish(view)?;
     let floor = top_k_floor(groups, k, max, candidates);
     let mut gather = Gather::new(k, floor, keys);
+    if ties {
+        gather.keep_ties();
+    }
     gather_groups(view, groups, floor, &mut gather);
-    gather.finish(view)?;
-    Ok(max)
+    let (_, tied) = gather.finish(view)?;
+    Ok((max, tied))
 }
 
 /// `TopK` with `k` below the vocabulary: the top `k`, then a draw among them.

@@ -862,6 +862,8 @@ pub(crate) struct Gather<'a> {
     keep: usize,
     cap: usize,
     threshold: f32,
+    /// Whether every logit equal to the `keep`-th is kept too (see [`keep_ties`](Self::keep_ties)).
+    ties: bool,
     keys: &'a mut Vec<u64>,
 }
 
@@ -885,8 +887,18 @@ impl<'a> Gather<'a> {
             cap,
             // Values equal to the floor may belong to the top k: start just below it.
             threshold: just_below(floor),
+            ties: false,
             keys,
         }
+    }
+
+    /// Keeps, besides the `keep` best-ranked logits, every other logit equal to the `keep`-th
+    /// (what transformers' top-k keeps), as long as they fit in the buffer with room to spare;
+    /// [`finish`](Self::finish) tells whether they did. Values equal to the
+    /// `keep`-th so far then pass the threshold (it sits just below that value), and a
+    /// compaction keeps the ties of the `keep`-th with the best.
+    pub(crate) fn keep_ties(&mut self) {
+        self.ties = true;
     }
 
     #[inline(always)]
@@ -904,16 +916,40 @@ impl<'a> Gather<'a> {
         let keep = self.keep;
         if self.keys.len() > keep {
             self.keys.select_nth_unstable_by(keep - 1, |a, b| b.cmp(a));
+            if self.ties {
+                if let Some(kth) = self.keys.get(keep - 1).map(|&k| unkey(k).0) {
+                    // The ties of the k-th (after it, in no order) move up behind it.
+                    let mut end = keep;
+                    for i in keep..self.keys.len() {
+                        if self.keys.get(i).is_some_and(|&k| unkey(k).0 == kth) {
+                            self.keys.swap(end, i);
+                            end += 1;
+                        }
+                    }
+                    // Half the slack at most, so that compactions stay rare.
+                    if end <= keep + (self.cap - keep) / 2 {
+                        self.keys.truncate(end);
+                        self.threshold = just_below(kth);
+                        return;
+                    }
+                }
+                self.ties = false;
+            }
             self.keys.truncate(keep);
         }
         if let Some(&worst) = self.keys.get(keep - 1) {
-            self.threshold = unkey(worst).0;
+            let kth = unkey(worst).0;
+            self.threshold = if self.ties { just_below(kth) } else { kth };
         }
     }
 
-    /// The [`key`]s of the `keep` best-ranked logits (fewer when fewer are above `-inf`), in no
-    /// particular order, or the view's error.
-    pub(crate) fn finish(mut self, view: &View<'_>) -> Result<&'a mut Vec<u64>, SamplingError> {
+    /// The [`key`]s of the `keep` best-ranked logits (fewer when fewer are above `-inf`; more
+    /// with [`keep_ties`](Self::keep_ties)), in no particular order, and whether they hold every
+    /// tie of the `keep`-th (after [`keep_ties`](Self::keep_ties)); or the view's error.
+    pub(crate) fn finish(
+        mut self,
+        view: &View<'_>,
+    ) -> Result<(&'a mut Vec<u64>, bool), SamplingError> {
         if self.keys.len() > self.keep {
             self.compact();
         }
@@ -924,7 +960,7 @@ impl<'a> Gather<'a> {
         if self.keys.is_empty() {
             return Err(SamplingError::AllMasked);
         }
-        Ok(self.keys)
+        Ok((self.keys, self.ties))
     }
 }
 
@@ -1305,7 +1341,7 @@ mod tests {
             let view = View::plain(&logits);
             let mut gather = Gather::new(keep, f32::NEG_INFINITY, &mut keys);
             view.visit(&mut gather);
-            let got = ranked_candidates(gather.finish(&view).unwrap(), &mut out).clone();
+            let got = ranked_candidates(gather.finish(&view).unwrap().0, &mut out).clone();
             let mut expected: Vec<Candidate> = logits
                 .iter()
                 .enumerate()
@@ -1400,6 +1436,57 @@ mod tests {
     }
 
     #[test]
+    fn gather_with_ties_keeps_every_tie_of_the_kth_or_says_it_could_not() {
+        let (mut keys, mut out) = (Vec::new(), Vec::new());
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let (mut kept, mut gave_up) = (0, 0);
+        for case in 0..400 {
+            let len = [100usize, 1000, 5000, 20_000][case % 4];
+            // From a few distinct values (many ties) to many (few ties).
+            let levels = [3u32, 20, 400, 1 << 20][case / 4 % 4];
+            let mut logits: Vec<f32> = (0..len)
+                .map(|_| (rng.next_u32() % levels) as f32 * 0.25)
+                .collect();
+            if case % 3 == 0 {
+                logits[rng.random_range(0..len)] = -0.0;
+                logits[rng.random_range(0..len)] = f32::NEG_INFINITY;
+            }
+            let keep = [1usize, 5, 50, 90][case % 4].min(len);
+            let view = View::plain(&logits);
+            let mut groups = vec![0.0; len.div_ceil(GROUP)];
+            let mut scan = GroupScan::new(&mut groups);
+            view.visit(&mut scan);
+            let max = scan.finish(&view).unwrap();
+            let floor = top_k_floor(&groups, keep, max, &mut out);
+            let mut gather = Gather::new(keep, floor, &mut keys);
+            gather.keep_ties();
+            gather_groups(&view, &groups, floor, &mut gather);
+            let (got, tied) = gather.finish(&view).unwrap();
+            let got = ranked_candidates(got, &mut out).clone();
+            let got: Vec<(f32, u32)> = got.iter().map(|&(x, i)| (x + 0.0, i)).collect();
+            let mut ranked: Vec<Candidate> = logits
+                .iter()
+                .enumerate()
+                .filter(|(_, &x)| x > f32::NEG_INFINITY)
+                .map(|(i, &x)| (x + 0.0, i as u32))
+                .collect();
+            ranked.sort_by(by_rank);
+            let kth = ranked[keep - 1].0;
+            let expected: Vec<Candidate> = if tied {
+                kept += 1;
+                ranked.iter().copied().filter(|c| c.0 >= kth).collect()
+            } else {
+                gave_up += 1;
+                // Only where ties abound (a k-th so far with too many to hold).
+                assert!(levels <= 400, "case {case}: gave up over distinct values");
+                ranked[..keep].to_vec()
+            };
+            assert_eq!(got, expected, "case {case} tied {tied}");
+        }
+        assert!(kept > 100 && gave_up > 10, "kept {kept} gave up {gave_up}");
+    }
+
+    #[test]
     fn group_maxima_bound_the_search_exactly() {
         let (mut keys, mut out) = (Vec::new(), Vec::new());
         for (len, seed) in [(100usize, 1u64), (64, 2), (1000, 3), (5000, 4)] {
@@ -1430,7 +1517,7 @@ mod tests {
                 }
                 let mut gather = Gather::new(keep, floor, &mut keys);
                 gather_groups(&view, &groups, floor, &mut gather);
-                let got = ranked_candidates(gather.finish(&view).unwrap(), &mut out).clone();
+                let got = ranked_candidates(gather.finish(&view).unwrap().0, &mut out).clone();
                 let mut expected: Vec<Candidate> = logits
                     .iter()
                     .enumerate()
@@ -1632,7 +1719,7 @@ mod tests {
                 let mut gather = Gather::new(keep, floor, &mut keys);
                 view.visit(&mut gather);
                 let got: Vec<Candidate> =
-                    ranked_candidates(gather.finish(&view).unwrap(), &mut out).clone();
+                    ranked_candidates(gather.finish(&view).unwrap().0, &mut out).clone();
                 let got: Vec<Candidate> = got.iter().map(|&(x, i)| (x + 0.0, i)).collect();
                 let expected: Vec<Candidate> = ranked
                     .iter()
