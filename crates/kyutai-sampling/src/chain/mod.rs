@@ -109,7 +109,7 @@ struct Work {
     draft_history: Vec<u32>,
     /// The residual distribution of a rejected draft token.
     residual: Vec<f64>,
-    /// The patched copy of densely edited logits (see `View::edited_in`).
+    /// The patched copy of densely edited logits (see `native::copies` and `native::patch_into`).
     patched: Vec<f32>,
 }
 

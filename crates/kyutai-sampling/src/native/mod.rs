@@ -78,9 +78,9 @@ use weights::{BlockSums, BlockWeights, StoreWeights, SumWeights, BLOCK};
 /// * `ArgMax`: a pass for the maximum, then a search that stops at its first occurrence;
 /// * `TopK`: a pass that also records the maximum of every group of 64 tokens, then a threshold
 ///   search through only the groups whose maximum reaches the `k`-th largest group maximum
-///   (about `k` groups); when `k` exceeds
-///   the number of groups (Moshi's `k = 250` over 2048 codes), a histogram of the distances to
-///   the maximum (of one logit in eight, checked by exact counts) gives the threshold instead.
+///   (about `k` groups); when `k` exceeds the number of groups (Moshi's `k = 250` over 2048
+///   codes), a histogram of the distances to the maximum (of one logit in eight, checked by
+///   exact counts) gives the threshold instead.
 ///   The draw sorts only the candidates of the octave of weight in which it ends when every
 ///   partial sum of their weights is exact in f64, else all `k`;
 /// * `All` and `GumbelSoftmax`: a pass for the maximum, then one that sums the weights per block
