@@ -18,7 +18,13 @@ use crate::{Sampler, SamplingError};
 ///
 /// The decorator costs O(context): it reads the logits of the tokens in the window (in place for
 /// contiguous CPU f32 tensors) and hands the inner sampler the original logits plus the penalised
-/// values through [`Sampler::sample_edited`]. Its buffers are reused from call to call.
+/// values through [`Sampler::sample_edited`]. When the window is long next to the vocabulary (a
+/// 64-token window over a 2048-code codebook, where the native engine would copy the logits to
+/// apply the edits anyway), it instead writes the penalised values into a copy of the logits and
+/// hands that over through [`Sampler::sample_slice`]: no deduplication is needed then, since
+/// penalising a token twice from the original logit writes the same value twice. Both forms give
+/// the inner sampler the same logits, and so the same token. Its buffers are reused from call to
+/// call.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -43,6 +49,8 @@ pub struct RepetitionPenalty<S> {
     scratch: Vec<f32>,
     /// One bit per token: the window's ids, for deduplicating them without a sort.
     seen: Vec<u64>,
+    /// The penalised copy of the logits, when the window is long next to the vocabulary.
+    copy: Vec<f32>,
 }
 
 impl<S: Sampler> RepetitionPenalty<S> {
@@ -61,6 +69,7 @@ impl<S: Sampler> RepetitionPenalty<S> {
             edits: Vec::with_capacity(context_size.min(4096)),
             scratch: Vec::new(),
             seen: Vec::new(),
+            copy: Vec::new(),
         })
     }
 
@@ -153,15 +162,15 @@ impl<S: Sampler> Sampler for RepetitionPenalty<S> {
         }
         let logits = to_f32_vector(logits)?;
         let window = &history[history.len().saturating_sub(self.context_size)..];
-        let (inner, edits, seen, penalty) = (
+        let (inner, edits, seen, copy, penalty) = (
             &mut self.inner,
             &mut self.edits,
             &mut self.seen,
+            &mut self.copy,
             self.penalty,
         );
         with_f32_slice(&logits, &mut self.scratch, |values| {
-            penalise(edits, seen, values, window, penalty);
-            inner.sample_edited(values, edits, history)
+            penalise_into(inner, edits, seen, copy, values, window, penalty, history)
         })
     }
 
@@ -170,14 +179,16 @@ impl<S: Sampler> Sampler for RepetitionPenalty<S> {
             return self.inner.sample_slice(logits, history);
         }
         let window = &history[history.len().saturating_sub(self.context_size)..];
-        penalise(
+        penalise_into(
+            &mut self.inner,
             &mut self.edits,
             &mut self.seen,
+            &mut self.copy,
             logits,
             window,
             self.penalty,
-        );
-        self.inner.sample_edited(logits, &self.edits, history)
+            history,
+        )
     }
 
     /// Penalises the edited logits (`logits` with `edits` applied) and hands the inner sampler
@@ -257,6 +268,37 @@ fn merge_penalised(
     out.sort_unstable_by_key(|&(id, _)| id);
 }
 
+/// Penalises `window`'s tokens of `logits` and asks `inner`: through a penalised copy when the
+/// window is long next to the vocabulary (the native engine's copy rule, [`copies`] with the
+/// window's length as the bound of its distinct ids), through [`penalise`]'s edits otherwise.
+///
+/// [`copies`]: crate::native::copies
+#[allow(clippy::too_many_arguments)]
+fn penalise_into<S: Sampler>(
+    inner: &mut S,
+    edits: &mut Vec<(u32, f32)>,
+    seen: &mut Vec<u64>,
+    copy: &mut Vec<f32>,
+    logits: &[f32],
+    window: &[u32],
+    penalty: f32,
+    history: &[u32],
+) -> Result<u32, SamplingError> {
+    if crate::native::copies(logits.len(), window.len()) {
+        crate::native::copy_into(copy, logits);
+        for &id in window {
+            // Each write reads the original logit, so a repeated id writes the same value again.
+            if let (Some(slot), Some(&logit)) = (copy.get_mut(id as usize), logits.get(id as usize))
+            {
+                *slot = penalised(logit, penalty);
+            }
+        }
+        return inner.sample_slice(copy, history);
+    }
+    penalise(edits, seen, logits, window, penalty);
+    inner.sample_edited(logits, edits, history)
+}
+
 /// candle's rule for one logit, kept inside `f32`'s finite range (candle's own would overflow to
 /// `±inf` for a logit beyond `penalty * f32::MAX` or `f32::MAX / penalty`).
 fn penalised(logit: f32, penalty: f32) -> f32 {
@@ -309,6 +351,70 @@ mod tests {
                 penalise(&mut edits, &mut seen, &logits, &window, 1.3);
                 assert_eq!(edits, reference(&logits, &window, 1.3), "len {len}");
                 assert_eq!(!seen.is_empty(), bitset, "len {len}");
+            }
+        }
+    }
+    /// Records what it is handed: through which method, and the logits it would sample.
+    #[derive(Default)]
+    struct Recorder {
+        seen: Vec<(&'static str, Vec<f32>)>,
+    }
+
+    impl Sampler for Recorder {
+        fn sample(&mut self, logits: &Tensor, _: &[u32]) -> Result<u32, SamplingError> {
+            let values = logits.to_vec1::<f32>()?;
+            self.seen.push(("tensor", values));
+            Ok(0)
+        }
+
+        fn sample_slice(&mut self, logits: &[f32], _: &[u32]) -> Result<u32, SamplingError> {
+            self.seen.push(("slice", logits.to_vec()));
+            Ok(0)
+        }
+
+        fn sample_edited(
+            &mut self,
+            logits: &[f32],
+            edits: &[(u32, f32)],
+            _: &[u32],
+        ) -> Result<u32, SamplingError> {
+            let mut values = logits.to_vec();
+            crate::sampler::apply_edits(&mut values, edits);
+            self.seen.push(("edited", values));
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn long_windows_hand_over_a_penalised_copy_and_short_ones_edits_of_the_same_logits() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        // (vocabulary, window, whether the copy rule takes the copy)
+        for (len, window_len, copied) in [
+            (2048usize, 64usize, true),
+            (5, 3, true),
+            (4096, 16, true),
+            (4096, 15, false),
+            (32000, 64, false),
+            (262_144, 64, false),
+        ] {
+            for round in 0..6 {
+                let logits: Vec<f32> = (0..len).map(|_| rng.random_range(-5.0..5.0)).collect();
+                // Repeats, and ids past the vocabulary.
+                let window: Vec<u32> = (0..window_len)
+                    .map(|_| rng.random_range(0..(len as u32 + 4).min(len as u32 / 2 + 4)))
+                    .collect();
+                let mut expected = logits.clone();
+                crate::sampler::apply_edits(&mut expected, &reference(&logits, &window, 1.3));
+                let mut sampler = RepetitionPenalty::new(Recorder::default(), 1.3, 1000).unwrap();
+                if round % 2 == 0 {
+                    sampler.sample_slice(&logits, &window).unwrap();
+                } else {
+                    let tensor = Tensor::new(logits.as_slice(), &candle_core::Device::Cpu).unwrap();
+                    sampler.sample(&tensor, &window).unwrap();
+                }
+                let (how, values) = &sampler.get_ref().seen[0];
+                assert_eq!(*how, if copied { "slice" } else { "edited" }, "len {len}");
+                assert_eq!(values, &expected, "len {len} window {window_len}");
             }
         }
     }

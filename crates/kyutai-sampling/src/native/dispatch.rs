@@ -141,3 +141,48 @@ pub(crate) fn force_portable(portable: bool) {
 pub(crate) fn level_name() -> &'static str {
     level().name()
 }
+
+/// Work that runs in the form in use ([`run`]): its `run`, marked `#[inline(always)]`, is
+/// compiled into one function per form, with that form's features enabled.
+pub(crate) trait Kernel {
+    /// What the work returns.
+    type Output;
+
+    /// Does the work (mark it `#[inline(always)]`, so that each form compiles its own copy).
+    fn run(self) -> Self::Output;
+}
+
+/// Runs `kernel` in the form in use.
+pub(crate) fn run<K: Kernel>(kernel: K) -> K::Output {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => {
+            // SAFETY: `level` returns `Avx2` only when the CPU has AVX2 and FMA (detected at run
+            // time), which is all `run_avx2` requires.
+            unsafe { run_avx2(kernel) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => {
+            // SAFETY: `level` returns `Avx512` only when the CPU has AVX-512 F, BW and VL, AVX2
+            // and FMA (detected at run time), which is all `run_avx512` requires.
+            unsafe { run_avx512(kernel) }
+        }
+        Level::Portable => kernel.run(),
+    }
+}
+
+/// [`run`] compiled with AVX2 and FMA enabled (the same code: Rust never fuses a multiply and an
+/// add on its own, so the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run()
+}
+
+/// [`run`] compiled with AVX-512 F, BW and VL, AVX2 and FMA enabled (the same code, the same
+/// bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn run_avx512<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run()
+}

@@ -10,7 +10,7 @@ mod weights;
 
 pub(crate) use draw::unit;
 pub(crate) use select::{Candidate, Moments};
-pub(crate) use view::{copies, patch_into, View};
+pub(crate) use view::{copies, copy_into, patch_into, View};
 pub(crate) use weights::{scale, weight, WeightedMoments, HIST_WIDTH};
 
 use candle_core::Tensor;
@@ -619,15 +619,16 @@ pub(crate) fn top_keys_ties(
         view.visit(&mut scan);
         let max = scan.finish(view)?;
         groups.fill(max);
-        let (floor, reached) = sampled_floor(view, max, k).unwrap_or_else(|| {
+        let (floor, reached, ceiling) = sampled_floor(view, max, k).unwrap_or_else(|| {
             let mut spread = Spread::new(max);
             view.visit(&mut spread);
-            spread.floor(k)
+            let (floor, reached) = spread.floor(k);
+            (floor, reached, f32::INFINITY)
         });
-        // Room for every token, so that later calls never allocate.
-        keys.clear();
-        keys.reserve(view.len());
-        let mut collect = CollectKeys::new(floor, reached.min(view.len()), keys);
+        // Room for every token, so that later calls never allocate (the keys left from the last
+        // call are overwritten, not cleared).
+        keys.reserve(view.len().saturating_sub(keys.len()));
+        let mut collect = CollectKeys::new(floor, reached.min(view.len()), keys).ceiling(ceiling);
         view.visit(&mut collect);
         collect.finish(k)?;
         return Ok((max, false));
@@ -680,48 +681,90 @@ fn top_k(
 /// The weights of the candidates of `keys` and their [`octave_walk`] octaves (written to
 /// `scratch`, in the keys' order): their total (summed in f64 lanes, exact when [`exact_sums`]
 /// holds) and the smallest. Chunks of [`weights::lane_weights`] so that the compiler vectorises
-/// the exponentials.
+/// the exponentials, in the form the CPU runs ([`dispatch::run`]; the lanes fix the order of every
+/// sum, so every form gives the same bits).
 fn key_weights(keys: &[u64], scratch: &mut Vec<Candidate>, max: f32, scale: f32) -> (f64, f32) {
-    const N: usize = 8;
     scratch.clear();
     scratch.resize(keys.len(), (0.0, 0));
-    let mut sums = [0.0f64; N];
-    let mut lightest = [f32::INFINITY; N];
-    let (chunks, rest) = keys.as_chunks::<N>();
-    let (out, out_rest) = scratch.as_chunks_mut::<N>();
-    for (chunk, out) in chunks.iter().zip(out) {
-        let x: [f32; N] = std::array::from_fn(|j| unkey(chunk[j]).0);
-        let w = weights::lane_weights(&x, max, scale);
-        for (s, &w) in sums.iter_mut().zip(&w) {
+    dispatch::run(KeyWeights {
+        keys,
+        out: scratch,
+        max,
+        scale,
+    })
+}
+
+/// [`key_weights`]' pass over the keys.
+struct KeyWeights<'a> {
+    keys: &'a [u64],
+    /// As long as `keys`.
+    out: &'a mut [Candidate],
+    max: f32,
+    scale: f32,
+}
+
+impl dispatch::Kernel for KeyWeights<'_> {
+    type Output = (f64, f32);
+
+    #[inline(always)]
+    fn run(self) -> (f64, f32) {
+        const N: usize = 8;
+        let Self {
+            keys,
+            out,
+            max,
+            scale,
+        } = self;
+        let mut sums = [0.0f64; N];
+        let mut lightest = [f32::INFINITY; N];
+        let (chunks, rest) = keys.as_chunks::<N>();
+        let (out, out_rest) = out.as_chunks_mut::<N>();
+        for (chunk, out) in chunks.iter().zip(out) {
+            let x: [f32; N] = std::array::from_fn(|j| unkey(chunk[j]).0);
+            let w = weights::lane_weights(&x, max, scale);
+            for (s, &w) in sums.iter_mut().zip(&w) {
+                *s += f64::from(w);
+            }
+            for (m, &w) in lightest.iter_mut().zip(&w) {
+                *m = m.min(w);
+            }
+            let octaves: [u32; N] = std::array::from_fn(|j| octave(x[j], max, scale));
+            for ((o, &w), &octave) in out.iter_mut().zip(&w).zip(&octaves) {
+                *o = (w, octave);
+            }
+        }
+        for ((&key, o), (s, m)) in rest
+            .iter()
+            .zip(out_rest)
+            .zip(sums.iter_mut().zip(lightest.iter_mut()))
+        {
+            let x = unkey(key).0;
+            let w = weight(x, max, scale);
             *s += f64::from(w);
-        }
-        for (m, &w) in lightest.iter_mut().zip(&w) {
             *m = m.min(w);
-        }
-        for ((o, &w), &x) in out.iter_mut().zip(&w).zip(&x) {
             *o = (w, octave(x, max, scale));
         }
+        let total = sums.iter().sum();
+        (total, lightest.iter().fold(f32::INFINITY, |a, &b| a.min(b)))
     }
-    for ((&key, o), (s, m)) in rest
-        .iter()
-        .zip(out_rest)
-        .zip(sums.iter_mut().zip(lightest.iter_mut()))
-    {
-        let x = unkey(key).0;
-        let w = weight(x, max, scale);
-        *s += f64::from(w);
-        *m = m.min(w);
-        *o = (w, octave(x, max, scale));
-    }
-    let total = sums.iter().sum();
-    (total, lightest.iter().fold(f32::INFINITY, |a, &b| a.min(b)))
 }
 
 /// The octave of logit `x` below the largest, `max`: the integer part of `(max - x) * scale`
 /// (at most `OCTAVES - 1`). A larger logit never has a larger octave.
+///
+/// For a finite `x <= max` and a positive `scale` (a candidate's), `v = (max - x) * scale` is
+/// neither negative nor NaN, and its integer part is found without a float-to-integer
+/// conversion, in a form the compiler vectorises: `v` is capped at `OCTAVES - 1`, rounded to the
+/// nearest integer by adding and removing 2^23, lowered by one when that rounded up, and read
+/// from the bits of its sum with 2^23 (an integer `n < 2^23` plus 2^23 has the bits of 2^23 plus
+/// `n`).
 #[inline(always)]
 fn octave(x: f32, max: f32, scale: f32) -> u32 {
-    (((max - x) * scale) as u32).min(OCTAVES as u32 - 1)
+    const SHIFT: f32 = 8_388_608.0; // 2^23
+    let v = ((max - x) * scale).min((OCTAVES - 1) as f32);
+    let nearest = (v + SHIFT) - SHIFT;
+    let floor = if nearest > v { nearest - 1.0 } else { nearest };
+    (floor + SHIFT).to_bits().wrapping_sub(SHIFT.to_bits())
 }
 
 /// Octaves of [`octave_walk`]: weights below 2^-31 of the largest share the last.
@@ -1071,6 +1114,33 @@ mod tests {
             exact > 200 && sorted > 100,
             "{exact} exact, {sorted} sorted"
         );
+    }
+
+    #[test]
+    fn octaves_are_the_capped_integer_part_at_every_boundary() {
+        // The integer part by a float-to-integer conversion, capped after it.
+        let reference = |x: f32, max: f32, scale: f32| (((max - x) * scale) as u32).min(31);
+        let mut gen = ChaCha8Rng::seed_from_u64(31);
+        let mut checked = 0;
+        for case in 0..2000 {
+            let max = [0.0f32, 3.5, -17.25, 1e4, -1e-3][case % 5];
+            let s = scale([0.8f64, 1.0, 0.05, 7.0, 1e-6][case / 5 % 5]);
+            // Logits whose distance to the maximum is a whole number of octaves, one ulp either
+            // side, random ones, the maximum itself and far below it.
+            let n = gen.random_range(0..40) as f32;
+            let at = max - n / s;
+            let mut xs = vec![at, at.next_up(), at.next_down(), max, max - 1e30, -f32::MAX];
+            xs.push(max - gen.random::<f32>() * 40.0 / s);
+            for x in xs.into_iter().filter(|&x| x <= max && x.is_finite()) {
+                assert_eq!(
+                    octave(x, max, s),
+                    reference(x, max, s),
+                    "case {case}: x {x} max {max} scale {s}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     #[test]

@@ -465,7 +465,11 @@ const FLOOR_HALVINGS: usize = 4;
 /// floor and how many logits reach it (at least `keep`), or `None` when the view is too short or
 /// the check fails, for the whole histogram to decide. A valid view with maximum `max` (checked by
 /// a [`Scan`]) and `keep >= 1`.
-pub(crate) fn sampled_floor(view: &View<'_>, max: f32, keep: usize) -> Option<(f32, usize)> {
+///
+/// The third value is a ceiling: a value that fewer than `keep` logits are expected to reach
+/// (counted so when a halving set it; otherwise the bound of the sample), for [`CollectKeys`] to
+/// set the logits reaching it apart.
+pub(crate) fn sampled_floor(view: &View<'_>, max: f32, keep: usize) -> Option<(f32, usize, f32)> {
     let len = view.len();
     if len < SAMPLED_SPREAD_MIN {
         return None;
@@ -517,7 +521,7 @@ pub(crate) fn sampled_floor(view: &View<'_>, max: f32, keep: usize) -> Option<(f
             ceiling = mid;
         }
     }
-    Some((floor, reached))
+    Some((floor, reached, ceiling))
 }
 
 /// The largest f32 below `x` (`-inf` stays `-inf`).
@@ -541,6 +545,52 @@ fn any_above(chunk: &[f32; LANES], threshold: f32) -> bool {
     chunk.iter().fold(false, |any, &x| any | (x > threshold))
 }
 
+/// The lanes of `chunk` above `threshold` (with `STRICT`) or at least `threshold`, as the bits of
+/// a mask (bit `j` for lane `j`).
+///
+/// On x86-64 the comparisons are SSE2's (part of the baseline, so every compiled form has them;
+/// the wider forms merge them), each read back with one `movmskps`: the compiler builds such a
+/// mask from scalar code with shifts and a horizontal OR, several times slower. Elsewhere, the
+/// same comparisons in scalar form.
+#[inline(always)]
+fn lanes_above<const STRICT: bool>(chunk: &[f32; LANES], threshold: f32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpge_ps, _mm_cmpgt_ps, _mm_loadu_ps, _mm_movemask_ps, _mm_set1_ps,
+        };
+        // SAFETY: these intrinsics need SSE and SSE2, which every x86-64 CPU has (they are part
+        // of the target's baseline), and the load reads the four f32s of `quad`.
+        unsafe {
+            let t = _mm_set1_ps(threshold);
+            let mut mask = 0u32;
+            for (quad, shift) in chunk.as_chunks::<4>().0.iter().zip((0u32..).step_by(4)) {
+                let v = _mm_loadu_ps(quad.as_ptr());
+                let above = if STRICT {
+                    _mm_cmpgt_ps(v, t)
+                } else {
+                    _mm_cmpge_ps(v, t)
+                };
+                mask |= (_mm_movemask_ps(above) as u32) << shift;
+            }
+            mask
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut mask = 0u32;
+        for (&x, bit) in chunk.iter().zip(0u32..) {
+            let above = if STRICT {
+                x > threshold
+            } else {
+                x >= threshold
+            };
+            mask |= u32::from(above) << bit;
+        }
+        mask
+    }
+}
+
 /// Searches `view` for its `keep` best-ranked logits with `gather`, reading only the groups
 /// (consecutive ones merged) whose maximum reaches `floor`.
 pub(crate) fn gather_groups(view: &View<'_>, groups: &[f32], floor: f32, gather: &mut Gather<'_>) {
@@ -548,10 +598,8 @@ pub(crate) fn gather_groups(view: &View<'_>, groups: &[f32], floor: f32, gather:
 }
 
 /// Hands `f` each value of the whole chunks of `values` (starting at index `start`) that is at
-/// least `floor`, with its index, in order. `floor` is neither NaN nor `-inf` (so `x - floor` is
-/// NaN only for a NaN `x`, which a scan has ruled out): the sign of `x - floor` is set exactly when
-/// `x < floor` (`+0.0` when equal), a form the compiler turns into a few vector instructions per
-/// chunk. With `SPARSE` (few values expected to reach the floor), a chunk is first tested whole
+/// least `floor`, with its index, in order ([`lanes_above`] finds them). `floor` is neither NaN nor
+/// `-inf`. With `SPARSE` (few values expected to reach the floor), a chunk is first tested whole
 /// with [`any_above`], which skips a chunk with none for less than its mask costs.
 #[inline(always)]
 fn each_at_least<const SPARSE: bool>(
@@ -564,11 +612,7 @@ fn each_at_least<const SPARSE: bool>(
         if SPARSE && !any_above(chunk, just_below(floor)) {
             continue;
         }
-        let mut below = 0u32;
-        for (bit, &x) in chunk.iter().enumerate() {
-            below |= ((x - floor).to_bits() >> 31) << bit;
-        }
-        let mut hits = !below & ((1 << LANES) - 1);
+        let mut hits = lanes_above::<false>(chunk, floor);
         while hits != 0 {
             let lane = hits.trailing_zeros() as usize;
             hits &= hits - 1;
@@ -618,49 +662,105 @@ impl Visit for Collect<'_> {
 /// then keeps the `keep` best-ranked of them, best first: the search of a top `k` whose floor is
 /// known to be reached by about as many logits as are wanted (see [`sampled_floor`]), so that the
 /// buffer never needs compacting while the view is read.
+///
+/// With a [`ceiling`](Self::ceiling) that fewer than `keep` values reach, the keys of the values
+/// reaching it are written from the front of the buffer and the others from the back, so that
+/// the selection only ranks the others: every key of the front ranks above every key of the back
+/// (keys order by value first). The result never depends on the ceiling or on the expected
+/// count, only the work does.
 pub(crate) struct CollectKeys<'a> {
     /// `floor`, or `-f32::MAX` for a `-inf` floor (the same unmasked values reach both), so that
     /// `x - floor` is never NaN.
     floor: f32,
+    /// Values at least this go to the front (`+inf`: none does).
+    ceiling: f32,
+    /// Holds `expected` slots, then the keys that did not fit.
     keys: &'a mut Vec<u64>,
-    /// How many keys are collected: `keys` is kept longer than that, so that a key is written
-    /// into place rather than pushed.
-    count: usize,
+    expected: usize,
+    /// Keys written from the front (values reaching the ceiling), and from the back.
+    front: usize,
+    back: usize,
 }
 
 impl<'a> CollectKeys<'a> {
     /// `expected`: how many values are known to reach `floor` (room for them is made).
     pub(crate) fn new(floor: f32, expected: usize, keys: &'a mut Vec<u64>) -> Self {
-        keys.clear();
+        // Slots kept from the last call are overwritten, not cleared.
+        keys.truncate(expected);
         keys.resize(expected, 0);
         Self {
             floor: floor.max(-f32::MAX),
+            ceiling: f32::INFINITY,
             keys,
-            count: 0,
+            expected,
+            front: 0,
+            back: 0,
         }
     }
 
+    /// Sets the values reaching `ceiling` apart (see the type's docs); a NaN sets none apart.
+    pub(crate) fn ceiling(mut self, ceiling: f32) -> Self {
+        self.ceiling = if ceiling.is_nan() {
+            f32::INFINITY
+        } else {
+            ceiling
+        };
+        self
+    }
+
+    /// Writes `key` from the front (`high`) or from the back, or after the slots when they are
+    /// all taken; `front` and `back` count the keys of each kind.
     #[inline(always)]
-    fn put(&mut self, key: u64) {
-        match self.keys.get_mut(self.count) {
-            Some(slot) => *slot = key,
-            None => self.keys.push(key),
+    fn put(
+        keys: &mut Vec<u64>,
+        expected: usize,
+        counts: (&mut usize, &mut usize),
+        key: u64,
+        high: bool,
+    ) {
+        let (front, back) = counts;
+        if *front + *back < expected {
+            let at = if high { *front } else { expected - 1 - *back };
+            if let Some(slot) = keys.get_mut(at) {
+                *slot = key;
+            }
+        } else {
+            keys.push(key);
         }
-        self.count += 1;
+        *front += usize::from(high);
+        *back += usize::from(!high);
     }
 
     /// The [`key`]s of the `keep` best-ranked values collected (all when fewer), in no
     /// particular order; [`SamplingError::AllMasked`] when none was.
     pub(crate) fn finish(self, keep: usize) -> Result<&'a mut Vec<u64>, SamplingError> {
-        let keys = self.keys;
-        keys.truncate(self.count);
+        let Self {
+            keys,
+            expected,
+            front,
+            back,
+            ..
+        } = self;
+        // Fewer keys than slots: close the gap between the front and the back.
+        if front + back < expected {
+            keys.drain(front..expected - back);
+        }
         if keep == 0 || keys.is_empty() {
             return Err(SamplingError::AllMasked);
         }
         if keys.len() > keep {
             let worst = keys.len() - keep;
-            move_worst_first(keys, worst);
-            keys.drain(..worst);
+            // Keys pushed past the slots mix both kinds, so everything is ranked then; so it is
+            // when the front holds more than `keep`.
+            let ranked = if front + back <= expected && front <= keep {
+                front
+            } else {
+                0
+            };
+            if let Some(rest) = keys.get_mut(ranked..) {
+                move_worst_first(rest, worst);
+            }
+            keys.drain(ranked..ranked + worst);
         }
         Ok(keys)
     }
@@ -669,14 +769,23 @@ impl<'a> CollectKeys<'a> {
 impl Visit for CollectKeys<'_> {
     #[inline(always)]
     fn run(&mut self, start: usize, values: &[f32]) {
-        let floor = self.floor;
-        each_at_least::<false>(start, values, floor, |x, index| self.put(key(x, index)));
+        // The counts in locals, so that they stay in registers across the stores of keys.
+        let (floor, ceiling, expected) = (self.floor, self.ceiling, self.expected);
+        let (mut front, mut back) = (self.front, self.back);
+        let keys = &mut *self.keys;
+        each_at_least::<false>(start, values, floor, |x, index| {
+            let counts = (&mut front, &mut back);
+            Self::put(keys, expected, counts, key(x, index), x >= ceiling)
+        });
+        (self.front, self.back) = (front, back);
     }
 
     fn tail(&mut self, start: usize, values: &[f32]) {
         for (i, &x) in values.iter().enumerate() {
             if x >= self.floor {
-                self.put(key(x, (start + i) as u32));
+                let counts = (&mut self.front, &mut self.back);
+                let key = key(x, (start + i) as u32);
+                Self::put(self.keys, self.expected, counts, key, x >= self.ceiling);
             }
         }
     }
@@ -972,10 +1081,7 @@ impl Visit for Gather<'_> {
             if !any_above(chunk, threshold) {
                 continue;
             }
-            let mut hits = 0u32;
-            for (&x, bit) in chunk.iter().zip(0u32..) {
-                hits |= u32::from(x > threshold) << bit;
-            }
+            let mut hits = lanes_above::<true>(chunk, threshold);
             // Only the lanes above the threshold (it may rise while they are pushed).
             while hits != 0 {
                 let lane = hits.trailing_zeros() as usize;
@@ -1586,6 +1692,112 @@ mod tests {
     }
 
     #[test]
+    fn collect_keys_keeps_the_best_ranked_whatever_the_ceiling_and_expected_count() {
+        let mut gen = ChaCha8Rng::seed_from_u64(23);
+        let mut keys = Vec::new();
+        let (mut spilled, mut gapped, mut front_only) = (0, 0, 0);
+        for case in 0..600 {
+            let len = [7usize, 64, 100, 2048, 3001][case % 5];
+            // Coarse values (ties across the floor and the ceiling), zeros of both signs and
+            // masked values.
+            let logits: Vec<f32> = (0..len)
+                .map(|_| match gen.random_range(0..12) {
+                    0 => f32::NEG_INFINITY,
+                    1 => -0.0,
+                    2 => 0.0,
+                    _ => gen.random_range(-20i32..20) as f32 * 0.5,
+                })
+                .collect();
+            let mut ranked: Vec<Candidate> = logits
+                .iter()
+                .zip(0u32..)
+                .filter(|(&x, _)| x > f32::NEG_INFINITY)
+                .map(|(&x, i)| (x + 0.0, i))
+                .collect();
+            ranked.sort_by(by_rank);
+            let floor = [f32::NEG_INFINITY, -5.0, -0.0, 0.0, 3.0, 9.5][case % 6];
+            let reaching = ranked.iter().filter(|c| c.0 >= floor).count();
+            // The expected count exact, under- and over-estimated, or nothing.
+            let expected = [reaching, reaching / 2, reaching + 17, 0][case / 6 % 4];
+            let keep = [1usize, 5, 50, 250, 5000][case / 24 % 5];
+            // No ceiling, one reached by fewer than `keep` values, exactly `keep` or more.
+            let ceiling = match case / 120 % 5 {
+                0 => f32::INFINITY,
+                1 => f32::NAN,
+                2 => ranked.get(keep / 2).map_or(f32::INFINITY, |c| c.0),
+                3 => ranked.get(keep - 1).map_or(f32::INFINITY, |c| c.0),
+                _ => ranked.get(keep + 3).map_or(-f32::MAX, |c| c.0),
+            };
+            let mut collect = CollectKeys::new(floor, expected, &mut keys).ceiling(ceiling);
+            View::plain(&logits).visit(&mut collect);
+            let (front, back) = (collect.front, collect.back);
+            let result = collect.finish(keep);
+            let mut want: Vec<Candidate> =
+                ranked.iter().copied().filter(|c| c.0 >= floor).collect();
+            want.truncate(keep);
+            if want.is_empty() {
+                assert!(
+                    matches!(result, Err(SamplingError::AllMasked)),
+                    "case {case}"
+                );
+                continue;
+            }
+            let mut got: Vec<Candidate> = result.unwrap().iter().map(|&k| unkey(k)).collect();
+            got.sort_by(by_rank);
+            assert_eq!(got, want, "case {case} floor {floor} ceiling {ceiling}");
+            spilled += usize::from(front + back > expected);
+            gapped += usize::from(front + back < expected && front > 0 && back > 0);
+            front_only += usize::from(front > keep);
+        }
+        // The cases cover keys past the slots, gaps between front and back, and a front holding
+        // more than `keep`.
+        assert!(
+            spilled > 50 && gapped > 20 && front_only > 20,
+            "{spilled} {gapped} {front_only}"
+        );
+        assert!(matches!(
+            CollectKeys::new(0.0, 4, &mut keys).finish(0),
+            Err(SamplingError::AllMasked)
+        ));
+    }
+
+    #[test]
+    fn lane_masks_compare_zeros_of_both_signs_as_equal() {
+        let mut chunk = [0.0f32; LANES];
+        for (j, x) in chunk.iter_mut().enumerate() {
+            *x = [0.0, -0.0, 1.0, -1.0, f32::NEG_INFINITY, f32::MIN_POSITIVE][j % 6];
+        }
+        for threshold in [0.0f32, -0.0, 1.0, -1.0, f32::MIN_POSITIVE, -f32::MAX] {
+            let reference = |strict: bool| {
+                chunk.iter().zip(0u32..).fold(0u32, |mask, (&x, j)| {
+                    let above = if strict {
+                        x > threshold
+                    } else {
+                        x >= threshold
+                    };
+                    mask | (u32::from(above) << j)
+                })
+            };
+            assert_eq!(lanes_above::<false>(&chunk, threshold), reference(false));
+            assert_eq!(lanes_above::<true>(&chunk, threshold), reference(true));
+            let mut seen = Vec::new();
+            each_at_least::<true>(10, &chunk, threshold, |x, i| seen.push((x, i)));
+            let want: Vec<(f32, u32)> = chunk
+                .iter()
+                .zip(10u32..)
+                .filter(|(&x, _)| x >= threshold)
+                .map(|(&x, i)| (x, i))
+                .collect();
+            assert_eq!(seen, want, "threshold {threshold}");
+        }
+        // A zero threshold of either sign takes the zeros of both signs.
+        assert_eq!(
+            lanes_above::<false>(&chunk, -0.0),
+            lanes_above::<false>(&chunk, 0.0)
+        );
+    }
+
+    #[test]
     fn move_worst_first_moves_the_smallest_keys() {
         let mut gen = ChaCha8Rng::seed_from_u64(3);
         for case in 0..300 {
@@ -1644,7 +1856,7 @@ mod tests {
             ranked.sort_by(|a, b| b.partial_cmp(a).unwrap());
             let random = case % 5 == 0 && len >= SAMPLED_SPREAD_MIN && keep * 16 < len;
             tried += usize::from(random);
-            if let Some((floor, reached)) = sampled_floor(&view, max, keep) {
+            if let Some((floor, reached, _)) = sampled_floor(&view, max, keep) {
                 taken += usize::from(random);
                 let count = logits.iter().filter(|&&x| x >= floor).count();
                 assert_eq!(reached, count, "case {case}");
