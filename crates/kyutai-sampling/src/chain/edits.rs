@@ -253,23 +253,35 @@ impl<'a> EditCx<'a> {
             marks,
             ..
         } = &mut *self.edits;
-        for &token in window {
-            let t = token as usize;
-            let (Some(&x), Some(s), Some(word)) =
-                (self.base.get(t), slot.get_mut(t), marks.get_mut(t / 64))
-            else {
-                continue;
-            };
-            let bit = 1u64 << (t % 64);
-            if *word & bit != 0 {
-                continue;
+        // Slices and a running count in locals, so that the loop keeps them in registers (a
+        // `push` would make the compiler reload every length after each store).
+        let (base, slot, marks) = (self.base, slot.as_mut_slice(), marks.as_mut_slice());
+        let start = entries.len();
+        entries.resize(start + window.len(), (0, 0.0));
+        let mut count = start;
+        if let Some(out) = entries.get_mut(start..) {
+            let mut out = out.iter_mut();
+            for &token in window {
+                let t = token as usize;
+                let (Some(&x), Some(s), Some(word)) =
+                    (base.get(t), slot.get_mut(t), marks.get_mut(t / 64))
+                else {
+                    continue;
+                };
+                let bit = 1u64 << (t % 64);
+                if *word & bit != 0 {
+                    continue;
+                }
+                let Some(entry) = out.next() else { break };
+                // A masked token gets an entry too (its own `-inf`), which marks it as seen.
+                *word |= bit;
+                *s = count as u32;
+                let y = if x > f32::NEG_INFINITY { f(x) } else { x };
+                *entry = (token, y);
+                count += 1;
             }
-            // A masked token gets an entry too (its own `-inf`), which marks it as seen.
-            *word |= bit;
-            *s = entries.len() as u32;
-            let y = if x > f32::NEG_INFINITY { f(x) } else { x };
-            entries.push((token, y));
         }
+        entries.truncate(count);
     }
 
     /// Number of edited tokens so far.
