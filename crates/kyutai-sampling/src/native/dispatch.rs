@@ -152,7 +152,9 @@ pub(crate) trait Kernel {
     fn run(self) -> Self::Output;
 }
 
-/// Runs `kernel` in the form in use.
+/// Runs `kernel` in the form in use (inlined, so that the choice costs a load and a branch at
+/// the caller).
+#[inline(always)]
 pub(crate) fn run<K: Kernel>(kernel: K) -> K::Output {
     match level() {
         #[cfg(target_arch = "x86_64")]

@@ -1136,47 +1136,32 @@ pub(crate) fn in_nucleus(
     token: usize,
     limit: f64,
 ) -> bool {
-    match super::dispatch::level() {
-        #[cfg(target_arch = "x86_64")]
-        super::dispatch::Level::Avx2 => {
-            // SAFETY: `level` returns `Avx2` only when the CPU has AVX2 and FMA (detected at run
-            // time), which is all `in_nucleus_avx2` requires.
-            unsafe { in_nucleus_avx2(weights, sums, total, token, limit) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        super::dispatch::Level::Avx512 => {
-            // SAFETY: `level` returns `Avx512` only when the CPU has AVX-512 F, BW and VL, AVX2
-            // and FMA (detected at run time), which is all `in_nucleus_avx512` requires.
-            unsafe { in_nucleus_avx512(weights, sums, total, token, limit) }
-        }
-        super::dispatch::Level::Portable => in_nucleus_portable(weights, sums, total, token, limit),
+    super::dispatch::run(InNucleus {
+        weights,
+        sums,
+        total,
+        token,
+        limit,
+    })
+}
+
+/// [`in_nucleus`] as a [`Kernel`](super::dispatch::Kernel): the same code in every form, so the
+/// same answer.
+struct InNucleus<'a> {
+    weights: &'a [f32],
+    sums: &'a [f64],
+    total: f64,
+    token: usize,
+    limit: f64,
+}
+
+impl super::dispatch::Kernel for InNucleus<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn run(self) -> bool {
+        in_nucleus_portable(self.weights, self.sums, self.total, self.token, self.limit)
     }
-}
-
-/// [`in_nucleus`] compiled with AVX2 and FMA enabled (the same code, so the same answer).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn in_nucleus_avx2(
-    weights: &[f32],
-    sums: &[f64],
-    total: f64,
-    token: usize,
-    limit: f64,
-) -> bool {
-    in_nucleus_portable(weights, sums, total, token, limit)
-}
-
-/// [`in_nucleus`] compiled with AVX-512 enabled (the same code, so the same answer).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn in_nucleus_avx512(
-    weights: &[f32],
-    sums: &[f64],
-    total: f64,
-    token: usize,
-    limit: f64,
-) -> bool {
-    in_nucleus_portable(weights, sums, total, token, limit)
 }
 
 /// [`in_nucleus`] compiled for the baseline target.

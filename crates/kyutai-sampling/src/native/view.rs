@@ -149,21 +149,12 @@ impl<'a> View<'a> {
     /// of [`LANES`] and `end` is one too or the length.
     #[inline(always)]
     pub(crate) fn visit_range<V: Visit>(&self, start: usize, end: usize, visitor: &mut V) {
-        match super::dispatch::level() {
-            #[cfg(target_arch = "x86_64")]
-            super::dispatch::Level::Avx2 => {
-                // SAFETY: `level` returns `Avx2` only when the CPU has AVX2 and FMA (detected
-                // at run time), which is all `visit_range_avx2` requires.
-                unsafe { visit_range_avx2(self, start, end, visitor) }
-            }
-            #[cfg(target_arch = "x86_64")]
-            super::dispatch::Level::Avx512 => {
-                // SAFETY: `level` returns `Avx512` only when the CPU has AVX-512 F, BW and VL,
-                // AVX2 and FMA (detected at run time), which is all `visit_range_avx512` requires.
-                unsafe { visit_range_avx512(self, start, end, visitor) }
-            }
-            super::dispatch::Level::Portable => self.visit_range_portable(start, end, visitor),
-        }
+        super::dispatch::run(VisitRange {
+            view: self,
+            start,
+            end,
+            visitor,
+        });
     }
 
     /// [`visit_range`](Self::visit_range) compiled for the baseline target.
@@ -189,24 +180,13 @@ impl<'a> View<'a> {
         floor: f32,
         visitor: &mut V,
     ) {
-        match super::dispatch::level() {
-            #[cfg(target_arch = "x86_64")]
-            super::dispatch::Level::Avx2 => {
-                // SAFETY: `level` returns `Avx2` only when the CPU has AVX2 and FMA (detected
-                // at run time), which is all `visit_groups_avx2` requires.
-                unsafe { visit_groups_avx2(self, maxima, group, floor, visitor) }
-            }
-            #[cfg(target_arch = "x86_64")]
-            super::dispatch::Level::Avx512 => {
-                // SAFETY: `level` returns `Avx512` only when the CPU has AVX-512 F, BW and VL,
-                // AVX2 and FMA (detected at run time), which is all `visit_groups_avx512`
-                // requires.
-                unsafe { visit_groups_avx512(self, maxima, group, floor, visitor) }
-            }
-            super::dispatch::Level::Portable => {
-                self.visit_groups_portable(maxima, group, floor, visitor)
-            }
-        }
+        super::dispatch::run(VisitGroups {
+            view: self,
+            maxima,
+            group,
+            floor,
+            visitor,
+        });
     }
 
     /// [`visit_groups`](Self::visit_groups) compiled for the baseline target.
@@ -463,48 +443,43 @@ pub(crate) fn normalise_edits<'a>(
     out
 }
 
-/// [`View::visit_range`] compiled with AVX2 and FMA enabled: the same code (the kernels'
-/// `run` and `tail` are inlined into it), in 256-bit vectors. Rust never fuses a multiply and an
-/// add on its own, so every value and sum is bit-identical to the portable path's.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn visit_range_avx2<V: Visit>(view: &View<'_>, start: usize, end: usize, visitor: &mut V) {
-    view.visit_range_portable(start, end, visitor)
+/// [`View::visit_range`] as a [`Kernel`](super::dispatch::Kernel): compiled once per form, with
+/// the visitor's `run` and `tail` inlined into it, so that each form runs the same code in its
+/// own vectors (the same bits: Rust never fuses a multiply and an add on its own).
+struct VisitRange<'a, 'v, V> {
+    view: &'a View<'v>,
+    start: usize,
+    end: usize,
+    visitor: &'a mut V,
 }
 
-/// [`View::visit_range`] compiled with AVX-512 (F, BW, VL), AVX2 and FMA enabled: the same code
-/// in 512-bit vectors, so the same bits (see [`visit_range_avx2`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn visit_range_avx512<V: Visit>(view: &View<'_>, start: usize, end: usize, visitor: &mut V) {
-    view.visit_range_portable(start, end, visitor)
+impl<V: Visit> super::dispatch::Kernel for VisitRange<'_, '_, V> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        self.view
+            .visit_range_portable(self.start, self.end, self.visitor)
+    }
 }
 
-/// [`View::visit_groups`] compiled with AVX2 and FMA enabled (see [`visit_range_avx2`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn visit_groups_avx2<V: Visit>(
-    view: &View<'_>,
-    maxima: &[f32],
+/// [`View::visit_groups`] as a [`Kernel`](super::dispatch::Kernel) (see [`VisitRange`]).
+struct VisitGroups<'a, 'v, V> {
+    view: &'a View<'v>,
+    maxima: &'a [f32],
     group: usize,
     floor: f32,
-    visitor: &mut V,
-) {
-    view.visit_groups_portable(maxima, group, floor, visitor)
+    visitor: &'a mut V,
 }
 
-/// [`View::visit_groups`] compiled with AVX-512 (F, BW, VL), AVX2 and FMA enabled (see
-/// [`visit_range_avx2`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn visit_groups_avx512<V: Visit>(
-    view: &View<'_>,
-    maxima: &[f32],
-    group: usize,
-    floor: f32,
-    visitor: &mut V,
-) {
-    view.visit_groups_portable(maxima, group, floor, visitor)
+impl<V: Visit> super::dispatch::Kernel for VisitGroups<'_, '_, V> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        self.view
+            .visit_groups_portable(self.maxima, self.group, self.floor, self.visitor)
+    }
 }
 
 #[cfg(test)]
